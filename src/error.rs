@@ -1,0 +1,155 @@
+//! The crate's error type.
+
+use std::fmt;
+
+/// A specialised `Result` for sinkwatch operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of failure an [`Error`] is.
+///
+/// The list may grow: match with a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A builder was given a value it cannot use (checked by `build()`).
+    Config,
+    /// An I/O operation failed (creating a directory, opening a file, binding a socket).
+    Io,
+    /// The sink has been shut down and accepts no more records.
+    Closed,
+    /// A deadline passed before the operation completed.
+    Timeout,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Config => "invalid configuration",
+            ErrorKind::Io => "I/O error",
+            ErrorKind::Closed => "sink closed",
+            ErrorKind::Timeout => "timed out",
+        })
+    }
+}
+
+/// The error type of sinkwatch.
+///
+/// An opaque value with a [`kind`](Error::kind), a message that says what was being done
+/// (and, where it helps, how to fix it) and the underlying cause through
+/// [`source`](std::error::Error::source). The message never repeats the cause.
+///
+/// # Examples
+///
+/// ```
+/// use sinkwatch::{Error, ErrorKind};
+///
+/// let err = Error::config("endpoint URL is empty");
+/// assert_eq!(err.kind(), ErrorKind::Config);
+/// assert!(err.to_string().contains("endpoint URL is empty"));
+/// ```
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Error {
+    /// Creates an error of the given kind with a message.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                source: None,
+            }),
+        }
+    }
+
+    /// Creates a configuration error: a builder was given a value it cannot use.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, message)
+    }
+
+    /// Creates an I/O error with a message saying what was being done, and its cause.
+    pub fn io(message: impl Into<String>, source: std::io::Error) -> Self {
+        Self::new(ErrorKind::Io, message).with_source(source)
+    }
+
+    /// Attaches the underlying cause.
+    #[must_use]
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.inner.source = Some(Box::new(source));
+        self
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// True for a configuration error reported by a builder.
+    pub fn is_config(&self) -> bool {
+        self.inner.kind == ErrorKind::Config
+    }
+
+    /// True for an I/O error.
+    pub fn is_io(&self) -> bool {
+        self.inner.kind == ErrorKind::Io
+    }
+
+    /// True when the sink was already closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.kind == ErrorKind::Closed
+    }
+
+    /// True when a deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        self.inner.kind == ErrorKind::Timeout
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.inner.kind, self.inner.message)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind)
+            .field("message", &self.inner.message);
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn message_does_not_repeat_the_cause() {
+        let cause = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        let err = Error::io("cannot create /x", cause);
+        assert_eq!(err.to_string(), "I/O error: cannot create /x");
+        assert_eq!(err.source().unwrap().to_string(), "denied");
+        assert!(err.is_io());
+    }
+}

@@ -1,0 +1,348 @@
+//! The event schema: every structured event sinkwatch emits.
+//!
+//! All events share one target, [`TARGET`], and carry two fields besides their own:
+//! [`EVENT`] (the event's name, so it shows in formatted output as `event="push_complete"`)
+//! and [`SINK`] (the unique id of the sink instance that emitted it, see [`SinkId`]).
+//! The name is also the event's [`Metadata::name()`](tracing::Metadata::name).
+//!
+//! Each event has a module here with its `NAME`, `LEVEL`, one constant per field and `FIELDS`
+//! (name and type of each field, in order). Changing any of them is a breaking change.
+//! `docs/events.md` is the catalogue, kept in agreement with this module by a test.
+//!
+//! This module is the only place the crate's schema events are emitted.
+//!
+//! # Examples
+//!
+//! Selecting sinkwatch's push events in a subscriber:
+//!
+//! ```
+//! use sinkwatch::events;
+//!
+//! fn is_push_complete(meta: &tracing::Metadata<'_>) -> bool {
+//!     meta.target() == events::TARGET && meta.name() == events::push_complete::NAME
+//! }
+//! # let _ = is_push_complete;
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The target of every event sinkwatch emits.
+pub const TARGET: &str = "sinkwatch";
+/// The field that repeats the event's name, so it shows in text and JSON output.
+pub const EVENT: &str = "event";
+/// The field that carries the emitting sink's unique id.
+pub const SINK: &str = "sink";
+
+/// The unique id of one sink instance (or receiver), carried by every event as [`SINK`].
+///
+/// Ids look like `file-3` or `loki-7` (or `<name>-<n>` when a sink is given a name) and are
+/// unique within the process, so parallel tests never confuse two sinks.
+///
+/// # Examples
+///
+/// ```
+/// use sinkwatch::events::SinkId;
+///
+/// let a = SinkId::new("file");
+/// let b = SinkId::new("file");
+/// assert_ne!(a, b);
+/// assert!(a.as_str().starts_with("file-"));
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SinkId(Arc<str>);
+
+impl SinkId {
+    /// A fresh id: `prefix` followed by a process-wide counter.
+    pub fn new(prefix: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        SinkId(Arc::from(format!("{prefix}-{n}")))
+    }
+
+    /// The id as a string, as it appears in events.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SinkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SinkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SinkId({})", self.0)
+    }
+}
+
+impl AsRef<str> for SinkId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A field in the schema: its name and type (`"u64"` or `"string"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    /// The field's name.
+    pub name: &'static str,
+    /// The field's type as the catalogue writes it.
+    pub ty: &'static str,
+}
+
+/// One event's schema, as listed by [`ALL`].
+#[derive(Debug, Clone, Copy)]
+pub struct EventSchema {
+    /// The event's name.
+    pub name: &'static str,
+    /// The event's level.
+    pub level: tracing::Level,
+    /// The event's own fields (not counting [`EVENT`] and [`SINK`]).
+    pub fields: &'static [Field],
+}
+
+/// Reasons carried by [`records_dropped`]'s `reason` field.
+pub mod reason {
+    /// The sink's queue or buffer was full (drop-newest policy).
+    pub const QUEUE_FULL: &str = "queue_full";
+    /// The buffer was full and the oldest records made room (drop-oldest policy).
+    pub const BUFFER_FULL_OLDEST: &str = "buffer_full_oldest";
+    /// Writing to the file failed.
+    pub const WRITE_FAILED: &str = "write_failed";
+    /// A line was over the size limit and the sink is configured to drop such lines.
+    pub const LINE_TOO_LONG: &str = "line_too_long";
+    /// Loki answered 400 (or Loki's partial success): the entries were rejected, not retried.
+    pub const REJECTED: &str = "rejected";
+    /// Loki answered a status that is not retried (401, 403, 413, other 4xx).
+    pub const NOT_RETRYABLE: &str = "not_retryable";
+    /// Every retry failed.
+    pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
+    /// The shutdown deadline passed before these records were delivered.
+    pub const SHUTDOWN: &str = "shutdown";
+    /// The sink was already closed when the record arrived.
+    pub const CLOSED: &str = "closed";
+    /// Too many distinct label sets: the record did not fit the stream guard.
+    pub const TOO_MANY_STREAMS: &str = "too_many_streams";
+}
+
+/// Rotation reasons carried by [`rotation_complete`]'s `reason` field.
+pub mod rotation_reason {
+    /// The active file reached the size limit.
+    pub const SIZE: &str = "size";
+    /// A time boundary passed.
+    pub const TIME: &str = "time";
+    /// `rotate()` was called.
+    pub const MANUAL: &str = "manual";
+}
+
+macro_rules! schema {
+    ($(
+        $(#[$doc:meta])*
+        $event:ident : $level:ident {
+            $( $(#[$fdoc:meta])* $konst:ident = $field:ident : $fty:tt ),* $(,)?
+        }
+    )*) => {
+        $(
+            $(#[$doc])*
+            pub mod $event {
+                /// The event's name (also its `Metadata::name()`).
+                pub const NAME: &str = stringify!($event);
+                /// The event's level.
+                pub const LEVEL: tracing::Level = tracing::Level::$level;
+                $( $(#[$fdoc])* pub const $konst: &str = stringify!($field); )*
+                /// The event's own fields with their types, in order.
+                pub const FIELDS: &[super::Field] = &[
+                    $( super::Field { name: stringify!($field), ty: schema!(@ty $fty) } ),*
+                ];
+            }
+
+            #[allow(clippy::too_many_arguments, dead_code)]
+            pub(crate) fn $event(sink: &SinkId $(, $field: schema!(@arg $fty))*) {
+                tracing::event!(
+                    name: $event::NAME,
+                    target: TARGET,
+                    tracing::Level::$level,
+                    event = $event::NAME,
+                    sink = sink.as_str()
+                    $(, $field = $field)*
+                );
+            }
+        )*
+
+        /// Every event in the schema.
+        pub const ALL: &[EventSchema] = &[
+            $( EventSchema { name: $event::NAME, level: $event::LEVEL, fields: $event::FIELDS } ),*
+        ];
+    };
+    (@ty u64) => { "u64" };
+    (@ty str) => { "string" };
+    (@arg u64) => { u64 };
+    (@arg str) => { &str };
+}
+
+schema! {
+    /// A push request was answered with 2xx: its entries are delivered.
+    push_complete: INFO {
+        /// Entries in the request.
+        ENTRIES = entries: u64,
+        /// Streams in the request.
+        STREAMS = streams: u64,
+        /// Bytes of the request body on the wire (after compression).
+        BYTES = bytes: u64,
+        /// The HTTP status.
+        STATUS = status: u64,
+        /// Which attempt succeeded (1 for the first).
+        ATTEMPT = attempt: u64,
+        /// Time from sending the request to its response, in microseconds.
+        DURATION_US = duration_us: u64,
+    }
+
+    /// A push attempt failed with a retryable outcome; the sink will try again after a delay.
+    push_retry: WARN {
+        /// Entries in the request.
+        ENTRIES = entries: u64,
+        /// The attempt that failed (1 for the first).
+        ATTEMPT = attempt: u64,
+        /// The delay before the next attempt, in milliseconds.
+        DELAY_MS = delay_ms: u64,
+        /// The HTTP status, or 0 for a transport error (refused, reset, timeout).
+        STATUS = status: u64,
+        /// The error: Loki's response body or the transport error.
+        ERROR = error: str,
+    }
+
+    /// A push request was given up: its entries are not delivered (also reported by
+    /// `records_dropped`).
+    push_failed: ERROR {
+        /// Entries in the request.
+        ENTRIES = entries: u64,
+        /// The last HTTP status, or 0 for a transport error.
+        STATUS = status: u64,
+        /// Loki's message or the transport error.
+        ERROR = error: str,
+        /// How many attempts were made.
+        ATTEMPTS = attempts: u64,
+    }
+
+    /// The active file was rotated: closed and renamed, and a new active file opened.
+    rotation_complete: INFO {
+        /// Why: `size`, `time` or `manual`.
+        REASON = reason: str,
+        /// The active file's path.
+        FROM = from: str,
+        /// The rotated file's new path.
+        TO = to: str,
+        /// Bytes in the rotated file.
+        BYTES = bytes: u64,
+    }
+
+    /// A rotation failed (the active file could not be renamed or reopened).
+    rotation_failed: ERROR {
+        /// Why the rotation was attempted: `size`, `time` or `manual`.
+        REASON = reason: str,
+        /// The active file's path.
+        FROM = from: str,
+        /// The OS error.
+        ERROR = error: str,
+    }
+
+    /// Retention removed rotated files.
+    retention_pruned: INFO {
+        /// Files removed.
+        FILES = files: u64,
+        /// Bytes removed.
+        BYTES = bytes: u64,
+    }
+
+    /// A rotated file was compressed: the archive is complete and the plain file removed.
+    compression_complete: INFO {
+        /// The plain file that was compressed (now removed).
+        SOURCE = source: str,
+        /// The archive's path.
+        PATH = path: str,
+        /// Bytes before compression.
+        BYTES_IN = bytes_in: u64,
+        /// Bytes after compression.
+        BYTES_OUT = bytes_out: u64,
+        /// Time taken, in microseconds.
+        DURATION_US = duration_us: u64,
+    }
+
+    /// Compressing a rotated file failed; the plain file is kept.
+    compression_failed: ERROR {
+        /// The plain file that was to be compressed.
+        SOURCE = source: str,
+        /// The OS error.
+        ERROR = error: str,
+    }
+
+    /// Writing to a file failed; the records are reported by `records_dropped`.
+    write_failed: ERROR {
+        /// The file being written.
+        PATH = path: str,
+        /// The OS error.
+        ERROR = error: str,
+        /// Records lost by this failure.
+        RECORDS = records: u64,
+        /// Bytes lost by this failure.
+        BYTES = bytes: u64,
+    }
+
+    /// The active file was missing or replaced (deleted or moved away) and has been reopened.
+    file_reopened: WARN {
+        /// The active file's path.
+        PATH = path: str,
+    }
+
+    /// A `flush()` completed: every record accepted before it is delivered or reported dropped.
+    flush_complete: DEBUG {
+        /// Records accepted by the sink up to the flush.
+        RECORDS = records: u64,
+        /// Time the flush took, in microseconds.
+        DURATION_US = duration_us: u64,
+    }
+
+    /// Records were dropped; `reason` says why.
+    records_dropped: WARN {
+        /// How many records.
+        COUNT = count: u64,
+        /// Why (see [`reason`](crate::events::reason)).
+        REASON = reason: str,
+    }
+
+    /// The sink shut down. Its totals are final.
+    sink_closed: INFO {
+        /// Records accepted over the sink's life.
+        ACCEPTED = accepted: u64,
+        /// Records delivered (written or pushed).
+        DELIVERED = delivered: u64,
+        /// Records reported dropped over the sink's life (including at shutdown).
+        DROPPED = dropped: u64,
+    }
+
+    /// The Loki-compatible test receiver handled a push request (its id is in `sink`).
+    receiver_request: INFO {
+        /// The HTTP status it answered.
+        STATUS = status: u64,
+        /// The tenant (`X-Scope-OrgID`, or `fake` with auth off; empty if rejected before).
+        TENANT = tenant: str,
+        /// Entries stored.
+        ACCEPTED = accepted: u64,
+        /// Entries rejected (validation errors).
+        REJECTED = rejected: u64,
+        /// Bytes of the request body as received.
+        BYTES = bytes: u64,
+        /// The error text of the response (empty on success).
+        ERROR = error: str,
+    }
+}
+
+/// A duration in whole microseconds, saturating, for `*_us` fields.
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

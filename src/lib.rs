@@ -1,0 +1,29 @@
+//! Log sinks for `tracing` that tell the world what they did.
+//!
+//! sinkwatch ships a service's logs to Grafana Loki and to rotating files. Every significant
+//! thing a sink does is a structured `tracing` event with a stable name and typed fields
+//! (see [`events`]), and [`testing`] (feature `testing`) turns those events into awaitable
+//! futures, so tests wait for `push_complete` instead of sleeping.
+//!
+//! # Feature flags
+//!
+//! - `file` (default): the rotating file sink.
+//! - `loki` (default): the Loki push sink.
+//! - `testing`: the event waiter and the Loki-compatible receiver, for tests.
+//!
+//! # Supported Rust
+//!
+//! The minimum supported Rust version is 1.82.
+
+mod deadline;
+pub mod error;
+pub mod events;
+pub mod record;
+mod worker;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::{Error, ErrorKind, Result};
+pub use events::SinkId;
+pub use record::{Record, SpanInfo, Value};
+pub use worker::{OverflowPolicy, ShutdownReport, SinkStats};
