@@ -19,6 +19,7 @@ mod deadline;
 pub mod error;
 pub mod events;
 pub mod record;
+pub mod sink;
 mod worker;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -574,6 +574,25 @@ impl<T: Send + 'static> Consumer<T> {
     }
 }
 
+std::thread_local! {
+    static CURRENT_SINK: std::cell::RefCell<Option<SinkId>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The sink whose worker owns the current thread, if any.
+///
+/// Every thread a sink's worker runs on (its own thread and its runtime's blocking pool,
+/// where DNS lookups and compression run) is marked, so the application layer can refuse
+/// to feed a sink the events that sink's own work produced: its schema events and those of
+/// its I/O stack (hyper, reqwest, rustls).
+pub(crate) fn current_sink() -> Option<SinkId> {
+    CURRENT_SINK.with(|c| c.borrow().clone())
+}
+
+/// True when the current thread belongs to the worker of sink `id`.
+pub(crate) fn on_worker_of(id: &SinkId) -> bool {
+    CURRENT_SINK.with(|c| c.borrow().as_ref() == Some(id))
+}
+
 /// Runs a sink's worker future on a dedicated thread with its own current-thread runtime,
 /// so the sink works whatever runtime (or none) the application uses, and its I/O never
 /// competes with the application's tasks.
@@ -581,13 +600,20 @@ pub(crate) fn spawn_worker<F>(id: &SinkId, worker: F) -> Result<()>
 where
     F: Future<Output = ()> + Send + 'static,
 {
+    let mark = id.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_name(format!("sinkwatch-{id}-blocking"))
+        .on_thread_start(move || CURRENT_SINK.with(|c| *c.borrow_mut() = Some(mark.clone())))
         .build()
         .map_err(|e| Error::io(format!("cannot start the runtime of sink {id}"), e))?;
+    let mark = id.clone();
     std::thread::Builder::new()
         .name(format!("sinkwatch-{id}"))
-        .spawn(move || runtime.block_on(worker))
+        .spawn(move || {
+            CURRENT_SINK.with(|c| *c.borrow_mut() = Some(mark));
+            runtime.block_on(worker);
+        })
         .map_err(|e| Error::io(format!("cannot spawn the worker thread of sink {id}"), e))?;
     Ok(())
 }

@@ -1,0 +1,1 @@
+//! The rotating file sink.

@@ -1,0 +1,40 @@
+//! The sinks, and the trait the application layer uses to feed them.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use crate::events::SinkId;
+use crate::{Record, Result, ShutdownReport, SinkStats};
+
+#[cfg(feature = "file")]
+pub mod file;
+
+/// A boxed future, as returned by [`Sink`]'s asynchronous methods.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What every sink offers, so the application layer and the shutdown guard can drive any
+/// mix of sinks.
+pub trait Sink: Send + Sync + 'static {
+    /// The sink's unique id, as carried by its events.
+    fn id(&self) -> &SinkId;
+
+    /// Hands a record to the sink without ever blocking. A full queue applies the sink's
+    /// overflow policy (a `Wait` policy drops the new record here) and the drop is reported
+    /// by a `records_dropped` event from the sink's worker.
+    fn try_write(&self, record: Record);
+
+    /// The sink's counters.
+    fn stats(&self) -> SinkStats;
+
+    /// Resolves once every record accepted before the call is delivered or reported dropped.
+    fn flush(&self) -> BoxFuture<Result<()>>;
+
+    /// Stops accepting records, delivers what it can by `deadline`, reports the rest as
+    /// dropped (reason `shutdown`) and resolves when the worker has stopped (or shortly
+    /// after the deadline if it cannot).
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<ShutdownReport>;
+
+    /// [`shutdown`](Sink::shutdown) for synchronous code: blocks the calling thread.
+    fn shutdown_blocking(&self, deadline: Instant) -> ShutdownReport;
+}

@@ -1,0 +1,1 @@
+//! The Loki-compatible receiver.
