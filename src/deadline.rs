@@ -63,13 +63,18 @@ fn timer() -> &'static Timer {
 }
 
 fn run(timer: &'static Timer) {
-    let mut heap = timer.heap.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut heap = timer
+        .heap
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     loop {
         let now = Instant::now();
         while heap.peek().is_some_and(|e| e.at <= now) {
             let entry = heap.pop().expect("peeked");
             if let Some(slot) = entry.slot.upgrade() {
-                let mut slot = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut slot = slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 slot.fired = true;
                 if let Some(w) = slot.waker.take() {
                     w.wake();
@@ -108,13 +113,6 @@ pub(crate) fn until(at: Instant) -> Deadline {
     Deadline { at, slot: None }
 }
 
-impl Deadline {
-    /// The instant this deadline fires at.
-    pub(crate) fn at(&self) -> Instant {
-        self.at
-    }
-}
-
 impl Future for Deadline {
     type Output = ();
 
@@ -123,7 +121,9 @@ impl Future for Deadline {
             return Poll::Ready(());
         }
         if let Some(slot) = &self.slot {
-            let mut s = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut s = slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if s.fired {
                 return Poll::Ready(());
             }
@@ -138,7 +138,10 @@ impl Future for Deadline {
         }));
         let timer = timer();
         {
-            let mut heap = timer.heap.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut heap = timer
+                .heap
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let earliest = heap.peek().is_none_or(|e| self.at < e.at);
             heap.push(Entry {
                 at: self.at,

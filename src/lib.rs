@@ -20,9 +20,9 @@ pub mod error;
 pub mod events;
 pub mod record;
 pub mod sink;
-mod worker;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod worker;
 
 pub use error::{Error, ErrorKind, Result};
 pub use events::SinkId;

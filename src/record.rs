@@ -84,14 +84,13 @@ pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
             _ => continue,
         };
         out.extend_from_slice(&bytes[start..i]);
-        match escape {
-            Some(e) => out.extend_from_slice(e),
-            None => {
-                let hex = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(hex[usize::from(b >> 4)]);
-                out.push(hex[usize::from(b & 0xf)]);
-            }
+        if let Some(e) = escape {
+            out.extend_from_slice(e);
+        } else {
+            let hex = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(hex[usize::from(b >> 4)]);
+            out.push(hex[usize::from(b & 0xf)]);
         }
         start = i + 1;
     }
@@ -213,7 +212,11 @@ impl Record {
 
     /// Adds a field.
     #[must_use]
-    pub fn with_field(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Value>) -> Self {
+    pub fn with_field(
+        mut self,
+        name: impl Into<Cow<'static, str>>,
+        value: impl Into<Value>,
+    ) -> Self {
         self.fields.push((name.into(), value.into()));
         self
     }

@@ -124,7 +124,10 @@ pub(crate) struct QueueConfig {
 }
 
 /// Creates a queue; the worker side is handed to the sink's worker loop.
-pub(crate) fn queue<T: Send + 'static>(id: SinkId, config: QueueConfig) -> (Producer<T>, Consumer<T>) {
+pub(crate) fn queue<T: Send + 'static>(
+    id: SinkId,
+    config: QueueConfig,
+) -> (Producer<T>, Consumer<T>) {
     let shared = Arc::new(Shared {
         id,
         state: Mutex::new(State {
@@ -290,7 +293,10 @@ impl<T: Send + 'static> Producer<T> {
     fn push_locked(&self, state: &mut State<T>, item: T, size: usize) -> Result<Push<T>> {
         if state.closed {
             self.refuse(&self.shared.unreported_closed);
-            return Err(Error::new(ErrorKind::Closed, format!("sink {} is closed", self.shared.id)));
+            return Err(Error::new(
+                ErrorKind::Closed,
+                format!("sink {} is closed", self.shared.id),
+            ));
         }
         let fits = |s: &State<T>| {
             s.records < self.shared.max_records
@@ -302,7 +308,11 @@ impl<T: Send + 'static> Producer<T> {
             }
             let mut evicted = 0;
             while !fits(state) {
-                let Some(pos) = state.items.iter().position(|i| matches!(i, Item::Record(..))) else {
+                let Some(pos) = state
+                    .items
+                    .iter()
+                    .position(|i| matches!(i, Item::Record(..)))
+                else {
                     break;
                 };
                 if let Some(Item::Record(_, old)) = state.items.remove(pos) {
@@ -313,7 +323,9 @@ impl<T: Send + 'static> Producer<T> {
             }
             if evicted > 0 {
                 self.shared.dropped.fetch_add(evicted, Ordering::AcqRel);
-                self.shared.unreported_oldest.fetch_add(evicted, Ordering::AcqRel);
+                self.shared
+                    .unreported_oldest
+                    .fetch_add(evicted, Ordering::AcqRel);
             }
         }
         let was_empty = state.items.is_empty();
@@ -354,7 +366,10 @@ impl<T: Send + 'static> Producer<T> {
             if queued && rx.await.is_ok() {
                 Ok(())
             } else {
-                Err(Error::new(ErrorKind::Closed, format!("sink {id} has stopped; nothing to flush")))
+                Err(Error::new(
+                    ErrorKind::Closed,
+                    format!("sink {id} has stopped; nothing to flush"),
+                ))
             }
         }
     }
@@ -487,7 +502,10 @@ impl<T: Send + 'static> Consumer<T> {
     pub(crate) fn report_refusals(&self) {
         let reasons = [
             (&self.shared.unreported_full, events::reason::QUEUE_FULL),
-            (&self.shared.unreported_oldest, events::reason::BUFFER_FULL_OLDEST),
+            (
+                &self.shared.unreported_oldest,
+                events::reason::BUFFER_FULL_OLDEST,
+            ),
             (&self.shared.unreported_closed, events::reason::CLOSED),
         ];
         for (counter, reason) in reasons {
@@ -567,7 +585,12 @@ impl<T: Send + 'static> Consumer<T> {
     pub(crate) fn finish(&self) {
         self.report_refusals();
         let stats = self.shared.stats();
-        events::sink_closed(&self.shared.id, stats.accepted, stats.delivered, stats.dropped);
+        events::sink_closed(
+            &self.shared.id,
+            stats.accepted,
+            stats.delivered,
+            stats.dropped,
+        );
         self.shared.lock().exited = true;
         self.shared.exited_cv.notify_all();
         self.shared.exited_async.notify_waiters();
