@@ -178,7 +178,15 @@ macro_rules! schema {
         pub const ALL: &[EventSchema] = &[
             $( EventSchema { name: $event::NAME, level: $event::LEVEL, fields: $event::FIELDS } ),*
         ];
+
+        /// Emits every event once through its real emitter, with placeholder values.
+        #[cfg(test)]
+        fn emit_every_event(sink: &SinkId) {
+            $( $event(sink $(, schema!(@sample $fty $field))*); )*
+        }
     };
+    (@sample u64 $field:ident) => { 7 };
+    (@sample str $field:ident) => { "x" };
     (@ty u64) => { "u64" };
     (@ty str) => { "string" };
     (@arg u64) => { u64 };
@@ -345,4 +353,100 @@ schema! {
 /// A duration in whole microseconds, saturating, for `*_us` fields.
 pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::testing::{self, Matcher};
+
+    #[tokio::test]
+    async fn every_emitter_emits_exactly_its_schema() {
+        testing::init();
+        let sink = SinkId::new("schema");
+        let mut events = testing::watch();
+        emit_every_event(&sink);
+        for schema in ALL {
+            let ev = events
+                .wait(Matcher::sink_event(&sink, schema.name))
+                .await
+                .unwrap();
+            assert_eq!(ev.level(), schema.level, "{}", schema.name);
+            assert_eq!(ev.str(EVENT), Some(schema.name));
+            let names: Vec<&str> = ev.fields().iter().map(|(n, _)| *n).collect();
+            let mut expected = vec![EVENT, SINK];
+            expected.extend(schema.fields.iter().map(|f| f.name));
+            assert_eq!(names, expected, "{}", schema.name);
+            for field in schema.fields {
+                let value = ev.field(field.name).unwrap();
+                match field.ty {
+                    "u64" => assert_eq!(value.as_u64(), Some(7), "{}.{}", schema.name, field.name),
+                    _ => assert!(
+                        matches!(value, testing::FieldValue::Str(_)),
+                        "{}.{} is recorded as a string",
+                        schema.name,
+                        field.name
+                    ),
+                }
+            }
+        }
+    }
+
+    /// A `MakeWriter` into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'a self) -> Buf {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn the_name_shows_in_text_and_json_output() {
+        // A global subscriber with interest in every callsite first, so the scoped
+        // subscribers below are not defeated by the process-wide interest cache.
+        testing::init();
+        let sink = SinkId::new("fmt");
+        let text = Buf::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(text.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || push_complete(&sink, 1, 1, 10, 204, 1, 5));
+        let text = String::from_utf8(text.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("event=\"push_complete\""), "{text}");
+        assert!(text.contains(&format!("sink=\"{sink}\"")), "{text}");
+
+        let json = Buf::default();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(json.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || push_complete(&sink, 1, 1, 10, 204, 1, 5));
+        let line = String::from_utf8(json.0.lock().unwrap().clone()).unwrap();
+        let value: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(value["fields"]["event"], "push_complete", "{line}");
+        assert_eq!(value["target"], TARGET);
+        assert_eq!(value["fields"]["bytes"], 10);
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<_> = ALL.iter().map(|e| e.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len());
+    }
 }

@@ -28,3 +28,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use events::SinkId;
 pub use record::{Record, SpanInfo, Value};
 pub use worker::{OverflowPolicy, ShutdownReport, SinkStats};
+
+/// The README's examples, compiled as doc tests so they cannot rot.
+#[cfg(all(doctest, feature = "testing"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
