@@ -18,6 +18,8 @@
 mod deadline;
 pub mod error;
 pub mod events;
+mod guard;
+mod layer;
 pub mod record;
 pub mod sink;
 #[cfg(feature = "testing")]
@@ -26,6 +28,11 @@ mod worker;
 
 pub use error::{Error, ErrorKind, Result};
 pub use events::SinkId;
+pub use guard::ShutdownGuard;
+pub use layer::SinkLayer;
+pub use sink::Sink;
+#[cfg(feature = "file")]
+pub use sink::file::{FileSink, FileSinkBuilder};
 pub use record::{Record, SpanInfo, Value};
 pub use worker::{OverflowPolicy, ShutdownReport, SinkStats};
 

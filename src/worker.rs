@@ -601,17 +601,12 @@ std::thread_local! {
     static CURRENT_SINK: std::cell::RefCell<Option<SinkId>> = const { std::cell::RefCell::new(None) };
 }
 
-/// The sink whose worker owns the current thread, if any.
+/// True when the current thread belongs to the worker of sink `id`.
 ///
 /// Every thread a sink's worker runs on (its own thread and its runtime's blocking pool,
 /// where DNS lookups and compression run) is marked, so the application layer can refuse
 /// to feed a sink the events that sink's own work produced: its schema events and those of
 /// its I/O stack (hyper, reqwest, rustls).
-pub(crate) fn current_sink() -> Option<SinkId> {
-    CURRENT_SINK.with(|c| c.borrow().clone())
-}
-
-/// True when the current thread belongs to the worker of sink `id`.
 pub(crate) fn on_worker_of(id: &SinkId) -> bool {
     CURRENT_SINK.with(|c| c.borrow().as_ref() == Some(id))
 }

@@ -1,0 +1,154 @@
+//! The application layer: typed capture, spans, location, per-layer filters, and never
+//! blocking the caller.
+//!
+//! Application events are emitted on the test's own thread under a thread-local subscriber
+//! holding the layer under test; the sinks' events come from their worker threads and
+//! reach the global capture subscriber (`testing::init()`), which the waits use.
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+use sinkwatch::events;
+use sinkwatch::testing::{self, Matcher};
+use sinkwatch::{FileSink, OverflowPolicy, SinkLayer};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::Layer as _;
+
+fn lines(path: &Path) -> Vec<Json> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn fields_keep_their_types_and_spans_their_fields() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileSink::builder(dir.path()).build().unwrap();
+    let subscriber =
+        tracing_subscriber::registry().with(SinkLayer::new(file.clone()).with_location(true));
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("request", id = 7_u64, route = "/orders");
+        let _enter = span.enter();
+        let err = std::io::Error::new(std::io::ErrorKind::Other, "disk on fire");
+        tracing::warn!(
+            n = 3_u64,
+            neg = -4_i64,
+            ratio = 1.5_f64,
+            nan = f64::NAN,
+            inf = f64::INFINITY,
+            ok = true,
+            who = "ada",
+            dbg = ?vec![1, 2],
+            disp = %"shown",
+            error = &err as &(dyn std::error::Error + 'static),
+            "charged {} items",
+            3
+        );
+    });
+    file.flush().await.unwrap();
+    let got = lines(file.active_path());
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert_eq!(r["level"], "WARN");
+    assert_eq!(r["target"], "layer");
+    assert_eq!(r["message"], "charged 3 items");
+    let f = &r["fields"];
+    assert_eq!(f["n"], 3);
+    assert_eq!(f["neg"], -4);
+    assert_eq!(f["ratio"], 1.5);
+    assert_eq!(f["nan"], "NaN");
+    assert_eq!(f["inf"], "inf");
+    assert_eq!(f["ok"], true);
+    assert_eq!(f["who"], "ada");
+    assert_eq!(f["dbg"], "[1, 2]");
+    assert_eq!(f["disp"], "shown");
+    assert_eq!(f["error"], "disk on fire");
+    assert_eq!(r["spans"][0]["name"], "request");
+    assert_eq!(r["spans"][0]["fields"]["id"], 7);
+    assert_eq!(r["spans"][0]["fields"]["route"], "/orders");
+    assert!(r["file"].as_str().unwrap().ends_with("layer.rs"));
+    assert!(r["line"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn a_per_layer_filter_gives_a_sink_only_some_events() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let warn_only = FileSink::builder(dir.path().join("warn")).build().unwrap();
+    let all = FileSink::builder(dir.path().join("all")).build().unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(SinkLayer::new(warn_only.clone()).with_filter(LevelFilter::WARN))
+        .with(SinkLayer::new(all.clone()).with_spans(false));
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!("routine");
+        tracing::warn!("unusual");
+        tracing::error!("broken");
+    });
+    warn_only.flush().await.unwrap();
+    all.flush().await.unwrap();
+    let warn_msgs: Vec<_> = lines(warn_only.active_path())
+        .iter()
+        .map(|r| r["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(warn_msgs, ["unusual", "broken"]);
+    assert_eq!(lines(all.active_path()).len(), 3);
+}
+
+#[tokio::test]
+async fn one_layer_feeds_several_sinks() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let a = FileSink::builder(dir.path().join("a")).build().unwrap();
+    let b = FileSink::builder(dir.path().join("b")).build().unwrap();
+    let subscriber =
+        tracing_subscriber::registry().with(SinkLayer::new(a.clone()).with_sink(b.clone()));
+    tracing::subscriber::with_default(subscriber, || tracing::info!(k = 1, "both"));
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+    assert_eq!(lines(a.active_path())[0]["message"], "both");
+    assert_eq!(lines(b.active_path())[0]["fields"]["k"], 1);
+}
+
+#[tokio::test]
+async fn a_full_queue_never_blocks_the_caller_and_every_drop_is_reported() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    // `Wait` would block a direct `write`; through the layer the caller must not wait.
+    let file = FileSink::builder(dir.path())
+        .queue_capacity(4)
+        .overflow(OverflowPolicy::Wait)
+        .build()
+        .unwrap();
+    let mut events = testing::watch();
+    let subscriber = tracing_subscriber::registry().with(SinkLayer::new(file.clone()));
+    let emitted = 20_000_u64;
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..emitted {
+            tracing::info!(i, "burst");
+        }
+    });
+    file.flush().await.unwrap();
+    let stats = file.stats();
+    assert_eq!(stats.accepted, emitted);
+    assert!(
+        stats.dropped > 0,
+        "a 4-record queue took a 20,000-event burst without a drop"
+    );
+    assert_eq!(stats.delivered + stats.dropped, emitted);
+    assert_eq!(lines(file.active_path()).len() as u64, stats.delivered);
+    // Every drop was reported by the sink's worker, with its reason.
+    let reported: u64 = events
+        .history()
+        .iter()
+        .filter(|e| Matcher::sink_event(file.id(), events::records_dropped::NAME).matches(e))
+        .map(|e| {
+            assert_eq!(e.str("reason"), Some(events::reason::QUEUE_FULL));
+            e.u64("count").unwrap()
+        })
+        .sum();
+    assert_eq!(reported, stats.dropped);
+}
