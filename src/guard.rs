@@ -1,7 +1,6 @@
 //! The shutdown guard: flushes every sink with a deadline when `main` ends.
 
 use std::fmt;
-use std::future::Future as _;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
