@@ -1,1 +1,324 @@
-//! The Loki-compatible receiver.
+//! A Loki-compatible receiver on a real TCP socket, for tests and local development.
+//!
+//! [`LokiReceiver`] serves `POST /loki/api/v1/push` as Grafana Loki 3.x does: the same
+//! Content-Encoding and Content-Type rules, label parsing, validation order, defaults, partial
+//! success, duplicate handling and error texts (see `docs/receiver.md`). It records what it
+//! accepted, per tenant and stream, and emits a `receiver_request` event (see
+//! [`events`](crate::events)) for every request it handles, so tests can await it instead of
+//! sleeping. Faults can be scripted: answers such as 429 or 503 (optionally with
+//! `Retry-After`), slow answers, dropped connections, and going down and coming back on the
+//! same port.
+//!
+//! Its decoding and label parsing are its own code, independent of the Loki sink's encoder.
+//!
+//! Also available standalone:
+//! `cargo run --features testing --example loki_receiver -- --listen 127.0.0.1:3100`.
+
+mod builder;
+mod decode;
+mod faults;
+mod gotime;
+mod labels;
+mod server;
+mod store;
+mod validate;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::instrument::WithSubscriber;
+
+pub use builder::LokiReceiverBuilder;
+pub use faults::Fault;
+pub use store::{ReceivedEntry, ReceivedRequest, ReceivedStream};
+
+use crate::events::SinkId;
+use crate::{Error, ErrorKind, Result};
+use server::{lock, Shared};
+
+/// A Loki-compatible push receiver listening on a real TCP port.
+///
+/// It runs on the tokio runtime it was started on and shuts down when dropped (or
+/// [`stop`](LokiReceiver::stop)ped): the port is closed and open connections are cut.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sinkwatch::testing::receiver::LokiReceiver;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let receiver = LokiReceiver::start().await?;
+///
+/// // Any Loki client can push to `receiver.push_url()`; here, a raw HTTP/1.1 request.
+/// let body = r#"{"streams":[{"stream":{"app":"demo"},"values":[["1700000000000000000","hello"]]}]}"#;
+/// # let body = body.replace("1700000000000000000", &std::time::SystemTime::now()
+/// #     .duration_since(std::time::UNIX_EPOCH)?.as_nanos().to_string());
+/// let request = format!(
+///     "POST /loki/api/v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+///      Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+///     body.len()
+/// );
+/// let mut stream = tokio::net::TcpStream::connect(receiver.addr()).await?;
+/// tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await?;
+///
+/// receiver.wait_for_requests(1, Duration::from_secs(10)).await?;
+/// assert_eq!(receiver.requests()[0].status, 204);
+/// assert_eq!(receiver.lines(), ["hello"]);
+/// assert_eq!(receiver.entries()[0].stream, r#"{app="demo"}"#);
+/// # Ok(())
+/// # }
+/// ```
+pub struct LokiReceiver {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for LokiReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LokiReceiver")
+            .field("id", &self.shared.id)
+            .field("addr", &self.addr)
+            .field("running", &self.is_running())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LokiReceiver {
+    /// Starts a receiver with the default configuration (see [`LokiReceiverBuilder`]).
+    ///
+    /// # Errors
+    ///
+    /// An I/O error when the listener cannot be bound.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub async fn start() -> Result<Self> {
+        Self::builder().start().await
+    }
+
+    /// A builder to configure the listen address, auth mode, clock and limits.
+    pub fn builder() -> LokiReceiverBuilder {
+        LokiReceiverBuilder::default()
+    }
+
+    async fn launch(shared: Arc<Shared>, listen: SocketAddr) -> Result<Self> {
+        let listener = bind(listen).await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io(format!("cannot read the address bound for {listen}"), e))?;
+        let task = spawn(listener, &shared);
+        Ok(LokiReceiver {
+            shared,
+            addr,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// The receiver's id, carried as `sink` by its `receiver_request` events.
+    pub fn id(&self) -> &SinkId {
+        &self.shared.id
+    }
+
+    /// The address it listens on (the same across [`stop`](Self::stop) and
+    /// [`restart`](Self::restart)).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:41234` (what Loki clients call the Loki URL).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The push endpoint, e.g. `http://127.0.0.1:41234/loki/api/v1/push`.
+    pub fn push_url(&self) -> String {
+        format!("http://{}{}", self.addr, server::PUSH_PATH)
+    }
+
+    /// Every accepted entry, all tenants, in arrival order.
+    pub fn entries(&self) -> Vec<ReceivedEntry> {
+        lock(&self.shared.store).entries().to_vec()
+    }
+
+    /// The accepted entries of one tenant, in arrival order.
+    pub fn entries_for(&self, tenant: &str) -> Vec<ReceivedEntry> {
+        let store = lock(&self.shared.store);
+        store
+            .entries()
+            .iter()
+            .filter(|e| e.tenant == tenant)
+            .cloned()
+            .collect()
+    }
+
+    /// The lines of every accepted entry, in arrival order.
+    pub fn lines(&self) -> Vec<String> {
+        let store = lock(&self.shared.store);
+        store.entries().iter().map(|e| e.line.clone()).collect()
+    }
+
+    /// How many entries were accepted.
+    pub fn entry_count(&self) -> usize {
+        lock(&self.shared.store).entries().len()
+    }
+
+    /// One tenant's streams in order of first arrival, each with its entries in arrival order.
+    pub fn streams(&self, tenant: &str) -> Vec<ReceivedStream> {
+        lock(&self.shared.store).streams(tenant)
+    }
+
+    /// Every request handled, in the order they completed.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        lock(&self.shared.store).requests().to_vec()
+    }
+
+    /// How many requests were handled (including dropped connections).
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared.store).requests().len()
+    }
+
+    /// Resolves once at least `n` requests have been handled (records stored and event
+    /// emitted), counting since the receiver started.
+    ///
+    /// The timeout is real time, so a paused tokio clock cannot make it fire early.
+    ///
+    /// # Errors
+    ///
+    /// A timeout error (`ErrorKind::Timeout`) saying how many requests were handled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future only stops the wait.
+    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Result<()> {
+        let target = n as u64;
+        server::wait_for(&self.shared.progress, timeout, |p| p.requests >= target)
+            .await
+            .map_err(|p| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the Loki receiver handled {} of {n} requests within {timeout:?}",
+                        p.requests
+                    ),
+                )
+            })
+    }
+
+    /// Resolves once at least `n` entries have been accepted, counting since the receiver
+    /// started. The timeout is real time.
+    ///
+    /// # Errors
+    ///
+    /// A timeout error (`ErrorKind::Timeout`) saying how many entries were accepted.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future only stops the wait.
+    pub async fn wait_for_entries(&self, n: usize, timeout: Duration) -> Result<()> {
+        let target = n as u64;
+        server::wait_for(&self.shared.progress, timeout, |p| p.entries >= target)
+            .await
+            .map_err(|p| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the Loki receiver accepted {} of {n} entries within {timeout:?}",
+                        p.entries
+                    ),
+                )
+            })
+    }
+
+    /// Queues a fault; each push request consumes the next one before normal handling.
+    pub fn push_fault(&self, fault: Fault) {
+        lock(&self.shared.script).push(fault);
+    }
+
+    /// Queues several faults, in order.
+    pub fn push_faults(&self, faults: impl IntoIterator<Item = Fault>) {
+        let mut script = lock(&self.shared.script);
+        for f in faults {
+            script.push(f);
+        }
+    }
+
+    /// Forgets the faults not yet consumed.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.script).clear();
+    }
+
+    /// How many queued faults have not been consumed yet.
+    pub fn pending_faults(&self) -> usize {
+        lock(&self.shared.script).pending()
+    }
+
+    /// Delays every push request by `delay` (on top of any scripted delay): a slow Loki.
+    /// `Duration::ZERO` turns it off.
+    pub fn set_latency(&self, delay: Duration) {
+        lock(&self.shared.script).latency = delay;
+    }
+
+    /// True while it is listening.
+    pub fn is_running(&self) -> bool {
+        lock(&self.task).as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Goes down: closes the port (connections are refused) and cuts open connections.
+    /// Records are kept. Resolves once the port is closed; does nothing when already stopped.
+    ///
+    /// # Cancel safety
+    ///
+    /// The receiver is stopped even if this future is dropped before it resolves.
+    pub async fn stop(&self) {
+        let task = lock(&self.task).take();
+        if let Some(task) = task {
+            task.abort();
+            // The listener and connections are dropped when the aborted task is; wait for that.
+            let _ = task.await;
+        }
+    }
+
+    /// Comes back on the same address after [`stop`](Self::stop), keeping records, faults
+    /// and counters. Does nothing when already running.
+    ///
+    /// # Errors
+    ///
+    /// An I/O error when the address cannot be bound again (e.g. another process took it).
+    pub async fn restart(&self) -> Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let listener = bind(self.addr).await?;
+        let task = spawn(listener, &self.shared);
+        if let Some(old) = lock(&self.task).replace(task) {
+            old.abort();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LokiReceiver {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.task).take() {
+            task.abort();
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("cannot bind the Loki receiver to {addr}"), e))
+}
+
+fn spawn(listener: TcpListener, shared: &Arc<Shared>) -> JoinHandle<()> {
+    let serve = server::serve(listener, Arc::clone(shared));
+    tokio::spawn(serve.with_subscriber(shared.dispatch.clone()))
+}

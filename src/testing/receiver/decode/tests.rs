@@ -1,0 +1,312 @@
+use super::*;
+use proptest::prelude::*;
+
+const LIMIT: usize = 1 << 20;
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn proto(body: &[u8]) -> Result<Push, DecodeError> {
+    decode(None, Some(b"application/x-protobuf"), body, LIMIT)
+}
+
+fn json(body: &str) -> Result<Push, DecodeError> {
+    decode(None, Some(b"application/json"), body.as_bytes(), LIMIT)
+}
+
+fn entry(ts_ns: i128, line: &str, metadata: &[(&str, &str)]) -> RawEntry {
+    RawEntry {
+        ts_ns,
+        line: line.to_owned(),
+        metadata: metadata
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect(),
+    }
+}
+
+fn one_stream(labels: &str, entries: Vec<RawEntry>) -> Push {
+    Push {
+        streams: vec![RawStream {
+            labels: labels.to_owned(),
+            entries,
+        }],
+    }
+}
+
+#[test]
+fn spec_vector_1() {
+    let body = hex("248c0a220a0c7b666f6f3d2262617232227d12120a0608be9183ed05120866697a7a62757a7a");
+    let want = one_stream(
+        r#"{foo="bar2"}"#,
+        vec![entry(1_570_818_238_000_000_000, "fizzbuzz", &[])],
+    );
+    assert_eq!(proto(&body).unwrap(), want);
+    let raw = hex("0a220a0c7b666f6f3d2262617232227d12120a0608be9183ed05120866697a7a62757a7a");
+    assert_eq!(decode_protobuf(&raw).unwrap(), want);
+}
+
+#[test]
+fn spec_vector_2() {
+    let body = hex("34cc0a320a0c7b666f6f3d2262617232227d12220a0608be9183ed05120866697a7a62757a7a1a060a01611201611a060a0162120162");
+    let want = one_stream(
+        r#"{foo="bar2"}"#,
+        vec![entry(
+            1_570_818_238_000_000_000,
+            "fizzbuzz",
+            &[("a", "a"), ("b", "b")],
+        )],
+    );
+    assert_eq!(proto(&body).unwrap(), want);
+}
+
+#[test]
+fn spec_vector_3() {
+    let raw = hex("0a490a177b6170703d2264656d6f222c20656e763d22646576227d122e0a0b0880e2cfaa0610959aef3a120568656c6c6f1a180a0874726163655f6964120c303234326163313230303032");
+    let want = one_stream(
+        r#"{app="demo", env="dev"}"#,
+        vec![entry(
+            1_700_000_000_123_456_789,
+            "hello",
+            &[("trace_id", "0242ac120002")],
+        )],
+    );
+    assert_eq!(decode_protobuf(&raw).unwrap(), want);
+    let body = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+    assert_eq!(proto(&body).unwrap(), want);
+}
+
+#[test]
+fn spec_json_example() {
+    let body = r#"{"streams":[{"stream":{"app":"demo","env":"dev"},
+      "values":[["1570818238000000000","a line"],
+                ["1570818238000000001","another",{"trace_id":"0242ac120002"}]]}]}"#;
+    let want = one_stream(
+        r#"{app="demo", env="dev"}"#,
+        vec![
+            entry(1_570_818_238_000_000_000, "a line", &[]),
+            entry(
+                1_570_818_238_000_000_001,
+                "another",
+                &[("trace_id", "0242ac120002")],
+            ),
+        ],
+    );
+    assert_eq!(json(body).unwrap(), want);
+}
+
+#[test]
+fn json_number_timestamp_is_an_error() {
+    let err = json(r#"{"streams":[{"stream":{"a":"b"},"values":[[1,"x"]]}]}"#).unwrap_err();
+    assert!(matches!(err, DecodeError::BadRequest(m) if m.contains("timestamp")));
+}
+
+#[test]
+fn json_numeric_label_values_are_text() {
+    let got = json(r#"{"streams":[{"stream":{"port":8080},"values":[]}]}"#).unwrap();
+    assert_eq!(got.streams[0].labels, r#"{port="8080"}"#);
+}
+
+#[test]
+fn json_null_values_and_stream_are_empty() {
+    let got = json(r#"{"streams":[{"stream":null,"values":null}]}"#).unwrap();
+    assert_eq!(got, one_stream("{}", vec![]));
+}
+
+#[test]
+fn json_without_streams_has_none() {
+    assert_eq!(json("{}").unwrap(), Push::default());
+    assert_eq!(json(r#"{"streams":[]}"#).unwrap(), Push::default());
+}
+
+#[test]
+fn json_timestamps_follow_go_parse_int() {
+    assert_eq!(parse_int("+5").unwrap(), 5);
+    assert_eq!(parse_int("-5").unwrap(), -5);
+    for bad_ts in [
+        "",
+        "1.5",
+        "1e9",
+        " 1",
+        "0x10",
+        "+-1",
+        "99999999999999999999",
+    ] {
+        assert!(parse_int(bad_ts).is_err(), "{bad_ts:?}");
+    }
+}
+
+#[test]
+fn deeply_nested_json_is_a_400() {
+    let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let body = format!(r#"{{"streams":[{{"stream":{{"a":{nested}}}}}]}}"#);
+    assert!(matches!(json(&body), Err(DecodeError::BadRequest(_))));
+}
+
+#[test]
+fn gzip_and_raw_deflate_are_decoded() {
+    use flate2::write::{DeflateEncoder, GzEncoder};
+    use std::io::Write;
+    let text = r#"{"streams":[{"stream":{"a":"b"},"values":[["1","x"]]}]}"#;
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(text.as_bytes()).unwrap();
+    let mut df = DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    df.write_all(text.as_bytes()).unwrap();
+    let want = json(text).unwrap();
+    let ct = Some(&b"application/json; charset=utf-8"[..]);
+    assert_eq!(
+        decode(Some(b"gzip"), ct, &gz.finish().unwrap(), LIMIT).unwrap(),
+        want
+    );
+    assert_eq!(
+        decode(Some(b"deflate"), ct, &df.finish().unwrap(), LIMIT).unwrap(),
+        want
+    );
+}
+
+#[test]
+fn zlib_is_not_raw_deflate() {
+    use flate2::write::ZlibEncoder;
+    use std::io::Write;
+    let mut z = ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(br#"{"streams":[]}"#).unwrap();
+    let got = decode(
+        Some(b"deflate"),
+        Some(b"application/json"),
+        &z.finish().unwrap(),
+        LIMIT,
+    );
+    assert!(got.is_err());
+}
+
+#[test]
+fn unknown_encoding_is_named_in_go_quotes() {
+    let err = decode(Some(b"br"), Some(b"application/json"), b"{}", LIMIT).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::BadRequest(r#"Content-Encoding "br" not supported"#.into())
+    );
+}
+
+#[test]
+fn content_types_follow_go_mime() {
+    assert_eq!(
+        media_type("application/json; charset=utf-8").unwrap(),
+        "application/json"
+    );
+    assert_eq!(
+        media_type(" Application/JSON ").unwrap(),
+        "application/json"
+    );
+    assert_eq!(media_type("text").unwrap(), "text");
+    assert_eq!(media_type("a/b;").unwrap(), "a/b");
+    assert_eq!(media_type("").unwrap_err(), "mime: no media type");
+    assert_eq!(
+        media_type("a b").unwrap_err(),
+        "mime: expected slash after first token"
+    );
+    assert_eq!(
+        media_type("a/").unwrap_err(),
+        "mime: expected token after slash"
+    );
+    assert_eq!(
+        media_type("a/b c").unwrap_err(),
+        "mime: unexpected content after media subtype"
+    );
+    assert_eq!(
+        media_type("a/b; x").unwrap_err(),
+        "mime: invalid media parameter"
+    );
+    assert_eq!(
+        media_type("a/b; x=1; X=2").unwrap_err(),
+        "mime: duplicate parameter name"
+    );
+    assert_eq!(media_type("a/b; x=\"q;\\\"\"").unwrap(), "a/b");
+}
+
+#[test]
+fn framed_snappy_is_rejected() {
+    let mut framed = Vec::new();
+    {
+        use std::io::Write;
+        let mut w = snap::write::FrameEncoder::new(&mut framed);
+        w.write_all(b"\x0a\x00").unwrap();
+    }
+    assert_eq!(
+        proto(&framed).unwrap_err(),
+        DecodeError::BadRequest("snappy: corrupt input".into())
+    );
+}
+
+#[test]
+fn snappy_claiming_a_huge_size_is_413_before_allocating() {
+    // A varint length of about 4 GiB followed by nothing.
+    let body = [0xff, 0xff, 0xff, 0xff, 0x0f];
+    assert!(matches!(proto(&body), Err(DecodeError::TooLarge(_))));
+}
+
+#[test]
+fn gzip_bomb_is_413() {
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![b' '; 4 << 20]).unwrap();
+    let got = decode(
+        Some(b"gzip"),
+        Some(b"application/json"),
+        &gz.finish().unwrap(),
+        LIMIT,
+    );
+    assert_eq!(got.unwrap_err(), too_large(LIMIT + 1, LIMIT));
+}
+
+#[test]
+fn missing_proto_timestamp_is_go_zero_time() {
+    let raw = proto::PushRequest {
+        streams: vec![proto::StreamAdapter {
+            labels: "{a=\"b\"}".into(),
+            entries: vec![proto::EntryAdapter {
+                line: "x".into(),
+                ..Default::default()
+            }],
+            hash: 0,
+        }],
+        format: String::new(),
+    };
+    let got = decode_protobuf(&prost::Message::encode_to_vec(&raw)).unwrap();
+    assert_eq!(
+        got.streams[0].entries[0].ts_ns,
+        i128::from(GO_ZERO_TIME_SECS) * 1_000_000_000
+    );
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bodies_never_panic(
+        body in proptest::collection::vec(any::<u8>(), 0..512),
+        enc in proptest::option::of(prop_oneof![Just(&b"gzip"[..]), Just(&b"deflate"[..]), Just(&b"snappy"[..]), Just(&b"x"[..])]),
+        ct in proptest::option::of(prop_oneof![Just(&b"application/json"[..]), Just(&b"application/x-protobuf"[..]), Just(&b"\xff"[..])]),
+    ) {
+        let _ = decode(enc, ct, &body, 4096);
+    }
+
+    #[test]
+    fn arbitrary_snappy_payloads_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let body = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+        let _ = proto(&body);
+    }
+
+    #[test]
+    fn arbitrary_json_text_never_panics(s in "\\PC{0,200}") {
+        let _ = json(&s);
+    }
+
+    #[test]
+    fn arbitrary_content_types_never_panic(s in "\\PC{0,60}") {
+        let _ = media_type(&s);
+    }
+}

@@ -1,0 +1,451 @@
+//! The HTTP side: accepting connections, routing, faults, and turning a push into an answer.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::header::{
+    HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER, USER_AGENT,
+};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::instrument::WithSubscriber;
+
+use super::decode::{self, DecodeError, RawEntry};
+use super::faults::{Action, Script};
+use super::labels;
+use super::store::{ReceivedRequest, Store};
+use super::validate::{self, Grouped, Limits};
+use crate::events::{self, SinkId};
+
+/// The push endpoint.
+pub(crate) const PUSH_PATH: &str = "/loki/api/v1/push";
+const ORG_ID: &str = "x-scope-orgid";
+const MISSING_STREAMS: &str = "error at least one valid stream is required for ingestion";
+
+/// A clock giving "now" for the too-old and too-new checks.
+pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Counters that waiters watch; they only grow.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Progress {
+    pub(crate) requests: u64,
+    pub(crate) entries: u64,
+}
+
+/// State shared by the receiver handle and its server tasks.
+pub(crate) struct Shared {
+    pub(crate) id: SinkId,
+    pub(crate) auth: bool,
+    pub(crate) limits: Limits,
+    pub(crate) clock: Clock,
+    pub(crate) store: Mutex<Store>,
+    pub(crate) script: Mutex<Script>,
+    pub(crate) progress: watch::Sender<Progress>,
+    /// The dispatcher current when the receiver started, so its events reach the test's
+    /// subscriber from whatever runtime thread serves a request.
+    pub(crate) dispatch: tracing::Dispatch,
+}
+
+/// A poisoned lock only means a panic elsewhere; the records are still consistent enough to read.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Accepts connections until the task is aborted; dropping the `JoinSet` then closes every
+/// open connection, so a stopped receiver really is gone.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let conn = connection(stream, Arc::clone(&shared));
+                    conns.spawn(conn.with_subscriber(shared.dispatch.clone()));
+                }
+                // Transient (e.g. out of file descriptors): let other tasks run, then retry.
+                Err(_) => tokio::task::yield_now().await,
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn connection(stream: TcpStream, shared: Arc<Shared>) {
+    let service = hyper::service::service_fn(move |req| handle(req, Arc::clone(&shared)));
+    // An error here is the client going away or a scripted drop; the request record says so.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+type Reply = Response<Full<Bytes>>;
+
+/// Returned to hyper to close the connection without a response.
+#[derive(Debug)]
+pub(crate) struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by the receiver")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+/// How a request ended, before it becomes a response and a record.
+#[derive(Debug, Default)]
+struct Outcome {
+    status: u16,
+    error: String,
+    tenant: String,
+    accepted: u64,
+    rejected: u64,
+    retry_after: Option<String>,
+    fault: bool,
+}
+
+impl Outcome {
+    fn error(status: u16, error: impl Into<String>) -> Self {
+        Outcome {
+            status,
+            error: error.into(),
+            ..Outcome::default()
+        }
+    }
+}
+
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Reply, Dropped> {
+    let rec = record_for(&req);
+    match (req.method().as_str(), req.uri().path()) {
+        ("POST", PUSH_PATH) => push(req, &shared, rec).await,
+        (_, PUSH_PATH) => Ok(finish(&shared, rec, Outcome::error(405, ""))),
+        ("GET", "/ready") => {
+            let mut reply = finish(
+                &shared,
+                rec,
+                Outcome {
+                    status: 200,
+                    ..Outcome::default()
+                },
+            );
+            *reply.body_mut() = Full::new(Bytes::from_static(b"ready\n"));
+            Ok(reply)
+        }
+        _ => Ok(finish(
+            &shared,
+            rec,
+            Outcome::error(404, "404 page not found"),
+        )),
+    }
+}
+
+fn status_ok(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+async fn push(
+    req: Request<Incoming>,
+    shared: &Shared,
+    mut rec: ReceivedRequest,
+) -> Result<Reply, Dropped> {
+    let fault = lock(&shared.script).next();
+    if !fault.delay.is_zero() {
+        #[allow(clippy::disallowed_methods)] // simulates a slow peer
+        tokio::time::sleep(fault.delay).await; // simulates a slow peer
+    }
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, shared.limits.max_body_bytes).await;
+    rec.bytes = match &body {
+        Ok(b) => b.len() as u64,
+        Err(BodyError::TooLarge(size)) => *size as u64,
+        Err(BodyError::Broken(_)) => 0,
+    };
+    let body = match body {
+        Ok(b) => Ok(b),
+        Err(BodyError::TooLarge(size)) => Err(size),
+        Err(BodyError::Broken(e)) => {
+            return Err(dropped(
+                shared,
+                rec,
+                &format!("reading the request body failed: {e}"),
+            ))
+        }
+    };
+    let outcome = match fault.action {
+        Action::Drop => return Err(dropped(shared, rec, "connection dropped (scripted fault)")),
+        Action::Respond {
+            status,
+            retry_after,
+            body,
+        } => scripted(status, retry_after, body),
+        Action::Pass => normal(shared, &parts.headers, body),
+    };
+    Ok(finish(shared, rec, outcome))
+}
+
+fn scripted(status: u16, retry_after: Option<String>, body: Option<String>) -> Outcome {
+    let error = body.unwrap_or_else(|| {
+        let reason = StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason());
+        if status_ok(status) {
+            String::new()
+        } else {
+            reason.unwrap_or("scripted fault").to_owned()
+        }
+    });
+    Outcome {
+        status,
+        error,
+        retry_after,
+        fault: true,
+        ..Outcome::default()
+    }
+}
+
+/// Loki's order: the tenant (auth middleware) first, then the body's size, encoding and content.
+fn normal(shared: &Shared, headers: &HeaderMap, body: Result<Vec<u8>, usize>) -> Outcome {
+    let tenant = match tenant(shared.auth, headers) {
+        Ok(t) => t,
+        Err(o) => return o,
+    };
+    let outcome = match body {
+        Ok(body) => process(shared, headers, &body, &tenant),
+        Err(size) => decode_error(decode::too_large(size, shared.limits.max_body_bytes)),
+    };
+    Outcome { tenant, ..outcome }
+}
+
+fn tenant(auth: bool, headers: &HeaderMap) -> Result<String, Outcome> {
+    if !auth {
+        return Ok("fake".to_owned());
+    }
+    match headers.get(ORG_ID).map(HeaderValue::as_bytes) {
+        None | Some(b"") => Err(Outcome::error(401, "no org id")),
+        Some(raw) => validate::tenant(raw).map_err(|e| Outcome::error(400, e)),
+    }
+}
+
+fn decode_error(e: DecodeError) -> Outcome {
+    match e {
+        DecodeError::BadRequest(m) => Outcome::error(400, m),
+        DecodeError::TooLarge(m) => Outcome::error(413, m),
+    }
+}
+
+fn process(shared: &Shared, headers: &HeaderMap, body: &[u8], tenant: &str) -> Outcome {
+    let get = |name| headers.get(name).map(HeaderValue::as_bytes);
+    let push = match decode::decode(
+        get(CONTENT_ENCODING),
+        get(CONTENT_TYPE),
+        body,
+        shared.limits.max_decoded_bytes,
+    ) {
+        Ok(p) => p,
+        Err(e) => return decode_error(e),
+    };
+    let mut streams = Vec::with_capacity(push.streams.len());
+    for s in push.streams {
+        match labels::parse(&s.labels) {
+            Ok(pairs) => streams.push((pairs, s.entries)),
+            Err(e) => return Outcome::error(400, format!("couldn't parse labels: {e}")),
+        }
+    }
+    if streams.is_empty() {
+        return Outcome::error(422, MISSING_STREAMS);
+    }
+    ingest(shared, tenant, streams)
+}
+
+/// Validation (distributor) then storage (ingester); valid entries are kept even when others fail.
+fn ingest(shared: &Shared, tenant: &str, streams: Vec<(labels::Pairs, Vec<RawEntry>)>) -> Outcome {
+    let limits = &shared.limits;
+    let now = nanos_since_epoch((shared.clock)());
+    let window = i128::try_from(limits.out_of_order_window.as_nanos()).unwrap_or(i128::MAX / 4);
+    let (mut errors, mut behind) = (Grouped::default(), None);
+    let mut out = Outcome::default();
+    let mut store = lock(&shared.store);
+    for (pairs, entries) in streams {
+        // Loki skips a stream without entries before looking at its labels.
+        if entries.is_empty() {
+            continue;
+        }
+        let (pairs, text) = validate::prepare(pairs);
+        if let Err(e) = validate::stream_labels(&pairs, &text, limits) {
+            errors.add(e);
+            out.rejected += entries.len() as u64;
+            continue;
+        }
+        let mut valid = Vec::with_capacity(entries.len());
+        for e in entries {
+            match validate::entry(&e, &text, limits, now) {
+                Ok(()) => valid.push(e),
+                Err(msg) => {
+                    errors.add(msg);
+                    out.rejected += 1;
+                }
+            }
+        }
+        let total = valid.len();
+        let appended = store.append(tenant, &text, &pairs, valid, window);
+        out.accepted += appended.stored;
+        out.rejected += appended.too_far.len() as u64;
+        if behind.is_none() && !appended.too_far.is_empty() {
+            let max = limits.max_returned_errors;
+            behind = Some(validate::too_far_behind_message(
+                tenant,
+                &text,
+                &appended.too_far,
+                total,
+                max,
+            ));
+        }
+    }
+    // The distributor answers with the ingester's error before its own validation errors.
+    match behind.or_else(|| (!errors.is_empty()).then(|| errors.message())) {
+        Some(error) => Outcome {
+            status: 400,
+            error,
+            ..out
+        },
+        None => Outcome { status: 204, ..out },
+    }
+}
+
+fn nanos_since_epoch(t: SystemTime) -> i128 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX / 4),
+        Err(e) => -i128::try_from(e.duration().as_nanos()).unwrap_or(i128::MAX / 4),
+    }
+}
+
+enum BodyError {
+    TooLarge(usize),
+    Broken(hyper::Error),
+}
+
+/// Reads the body, refusing (without buffering) anything over `limit` bytes.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let declared = usize::try_from(body.size_hint().lower()).unwrap_or(usize::MAX);
+    if declared > limit {
+        return Err(BodyError::TooLarge(declared));
+    }
+    let mut buf = Vec::with_capacity(declared);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Broken)?;
+        if let Ok(data) = frame.into_data() {
+            let size = buf.len().saturating_add(data.len());
+            if size > limit {
+                return Err(BodyError::TooLarge(size));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf)
+}
+
+fn record_for(req: &Request<Incoming>) -> ReceivedRequest {
+    let h = |name: &str| {
+        req.headers()
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    ReceivedRequest {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        status: 0,
+        tenant: String::new(),
+        org_id: h(ORG_ID),
+        content_type: h(CONTENT_TYPE.as_str()),
+        content_encoding: h(CONTENT_ENCODING.as_str()),
+        user_agent: h(USER_AGENT.as_str()),
+        bytes: 0,
+        accepted: 0,
+        rejected: 0,
+        error: String::new(),
+        fault: false,
+    }
+}
+
+/// Records a dropped connection and reports it (status 0); hyper then closes the socket.
+fn dropped(shared: &Shared, mut rec: ReceivedRequest, why: &str) -> Dropped {
+    why.clone_into(&mut rec.error);
+    rec.fault = why.contains("scripted");
+    account(shared, rec);
+    Dropped
+}
+
+/// Stores the record, emits the event, then wakes waiters: in that order, so whoever wakes
+/// (on the event or a wait) finds the records already there.
+fn finish(shared: &Shared, mut rec: ReceivedRequest, o: Outcome) -> Reply {
+    rec.status = o.status;
+    rec.tenant = o.tenant;
+    rec.accepted = o.accepted;
+    rec.rejected = o.rejected;
+    rec.error.clone_from(&o.error);
+    rec.fault = o.fault;
+    account(shared, rec);
+    reply(o.status, &o.error, o.retry_after.as_deref())
+}
+
+fn account(shared: &Shared, rec: ReceivedRequest) {
+    let (status, tenant, accepted, rejected, bytes) = (
+        u64::from(rec.status),
+        rec.tenant.clone(),
+        rec.accepted,
+        rec.rejected,
+        rec.bytes,
+    );
+    let error = rec.error.clone();
+    let entries = {
+        let mut store = lock(&shared.store);
+        store.record_request(rec);
+        store.entries().len() as u64
+    };
+    events::receiver_request(
+        &shared.id, status, &tenant, accepted, rejected, bytes, &error,
+    );
+    shared.progress.send_modify(|p| {
+        p.requests += 1;
+        p.entries = entries;
+    });
+}
+
+/// An answer as Go's `http.Error` writes it (plain text, trailing newline), or an empty one.
+fn reply(status: u16, text: &str, retry_after: Option<&str>) -> Reply {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut builder = Response::builder().status(code);
+    let mut body = Bytes::new();
+    if !text.is_empty() && code != StatusCode::NO_CONTENT && code != StatusCode::NOT_MODIFIED {
+        builder = builder
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header("x-content-type-options", "nosniff");
+        body = Bytes::from(format!("{text}\n"));
+    }
+    if let Some(v) = retry_after.and_then(|v| HeaderValue::from_str(v).ok()) {
+        builder = builder.header(RETRY_AFTER, v);
+    }
+    builder
+        .body(Full::new(body))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// Waits on a progress counter with a real-time deadline (a paused test clock cannot fire it).
+pub(crate) async fn wait_for(
+    progress: &watch::Sender<Progress>,
+    timeout: Duration,
+    done: impl Fn(&Progress) -> bool,
+) -> Result<(), Progress> {
+    // Subscribing before checking means no update between the check and the wait is lost.
+    let mut rx = progress.subscribe();
+    let deadline = crate::deadline::until(std::time::Instant::now() + timeout);
+    tokio::select! {
+        res = rx.wait_for(|p| done(p)) => res.map(|_| ()).map_err(|_| *progress.borrow()),
+        () = deadline => Err(*progress.borrow()),
+    }
+}

@@ -1,0 +1,184 @@
+//! The receiver's fault injection: scripted statuses, delays, dropped connections, and going
+//! down and coming back on the same port.
+#![cfg(all(feature = "testing", feature = "loki"))]
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sinkwatch::testing::receiver::{Fault, LokiReceiver};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn body() -> String {
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(r#"{{"streams":[{{"stream":{{"a":"b"}},"values":[["{ts}","line {ts}"]]}}]}}"#)
+}
+
+/// A fresh connection per request, so a stopped receiver never meets a pooled connection.
+async fn push(r: &LokiReceiver) -> reqwest::Result<reqwest::Response> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?
+        .post(r.push_url())
+        .header("content-type", "application/json")
+        .body(body())
+        .send()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scripted_statuses_are_answered_in_order_then_normal_handling() {
+    let r = LokiReceiver::start().await.unwrap();
+    r.push_faults([
+        Fault::status(429).retry_after("2"),
+        Fault::status(500),
+        Fault::status(503).body("ingester unavailable"),
+        Fault::status(413),
+    ]);
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let resp = push(&r).await.unwrap();
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        seen.push((resp.status().as_u16(), retry, resp.text().await.unwrap()));
+    }
+    assert_eq!(
+        seen,
+        [
+            (429, Some("2".to_owned()), "Too Many Requests\n".to_owned()),
+            (500, None, "Internal Server Error\n".to_owned()),
+            (503, None, "ingester unavailable\n".to_owned()),
+            (413, None, "Payload Too Large\n".to_owned()),
+            (204, None, String::new()),
+        ]
+    );
+    // Only the request that was handled normally stored its entry.
+    assert_eq!(r.entry_count(), 1);
+    assert_eq!(r.pending_faults(), 0);
+    let faults: Vec<bool> = r.requests().iter().map(|q| q.fault).collect();
+    assert_eq!(faults, [true, true, true, true, false]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_can_be_any_text() {
+    let r = LokiReceiver::start().await.unwrap();
+    r.push_fault(Fault::status(429).retry_after("Wed, 21 Oct 2015 07:28:00 GMT"));
+    let resp = push(&r).await.unwrap();
+    assert_eq!(
+        resp.headers()["retry-after"],
+        "Wed, 21 Oct 2015 07:28:00 GMT"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cleared_faults_are_not_used() {
+    let r = LokiReceiver::start().await.unwrap();
+    r.push_fault(Fault::status(500));
+    r.clear_faults();
+    assert_eq!(push(&r).await.unwrap().status(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delayed_answers_take_at_least_the_delay() {
+    let r = LokiReceiver::start().await.unwrap();
+    let delay = Duration::from_millis(300);
+    r.push_faults([Fault::delay(delay), Fault::status(503).delayed(delay)]);
+    let start = Instant::now();
+    assert_eq!(push(&r).await.unwrap().status(), 204);
+    assert!(start.elapsed() >= delay);
+    let start = Instant::now();
+    assert_eq!(push(&r).await.unwrap().status(), 503);
+    assert!(start.elapsed() >= delay);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn latency_slows_every_request_until_turned_off() {
+    let r = LokiReceiver::start().await.unwrap();
+    r.set_latency(Duration::from_millis(200));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let err = client
+        .post(r.push_url())
+        .header("content-type", "application/json")
+        .body(body())
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    r.set_latency(Duration::ZERO);
+    let start = Instant::now();
+    assert_eq!(push(&r).await.unwrap().status(), 204);
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropped_connection_gives_the_client_a_transport_error() {
+    let r = LokiReceiver::start().await.unwrap();
+    r.push_fault(Fault::drop_connection());
+    let err = push(&r).await.unwrap_err();
+    assert!(!err.is_status(), "{err}");
+    r.wait_for_requests(1, WAIT).await.unwrap();
+    let req = &r.requests()[0];
+    assert_eq!((req.status, req.fault), (0, true));
+    assert_eq!(r.entry_count(), 0);
+    // The next request is handled normally.
+    assert_eq!(push(&r).await.unwrap().status(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_refuses_connections_and_restart_comes_back_on_the_same_port() {
+    let r = LokiReceiver::start().await.unwrap();
+    let addr = r.addr();
+    assert_eq!(push(&r).await.unwrap().status(), 204);
+    r.stop().await;
+    assert!(!r.is_running());
+    let err = push(&r).await.unwrap_err();
+    assert!(err.is_connect(), "{err}");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    r.restart().await.unwrap();
+    assert!(r.is_running());
+    assert_eq!(r.addr(), addr);
+    assert_eq!(push(&r).await.unwrap().status(), 204);
+    // Records survive the outage.
+    assert_eq!(r.entry_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_cuts_a_request_in_progress() {
+    let r = LokiReceiver::start().await.unwrap();
+    r.push_fault(Fault::delay(Duration::from_secs(600)));
+    let url = r.push_url();
+    let pending = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body())
+            .send()
+            .await
+    });
+    // The fault is consumed when the request arrives; then go down under it.
+    while r.pending_faults() > 0 {
+        tokio::task::yield_now().await;
+    }
+    r.stop().await;
+    assert!(pending.await.unwrap().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_the_receiver_closes_its_port() {
+    let r = LokiReceiver::start().await.unwrap();
+    let addr = r.addr();
+    drop(r);
+    // The abort is asynchronous: connecting may succeed only until the task is gone.
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "the port stayed open");
+        tokio::task::yield_now().await;
+    }
+}

@@ -1,0 +1,160 @@
+//! Hostile input: arbitrary bytes in bodies and headers always get a Loki-style answer,
+//! never a crash or a hang.
+#![cfg(all(feature = "testing", feature = "loki"))]
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue};
+use sinkwatch::testing::receiver::LokiReceiver;
+
+/// A small deterministic generator, so a failure can be replayed.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        usize::try_from(self.next() % n as u64).unwrap()
+    }
+
+    fn bytes(&mut self, max: usize) -> Vec<u8> {
+        let len = self.below(max + 1);
+        (0..len).map(|_| self.next().to_le_bytes()[0]).collect()
+    }
+}
+
+const TYPES: &[&[u8]] = &[
+    b"application/json",
+    b"application/x-protobuf",
+    b"application/json; charset=\"utf-8\"",
+    b"",
+    b"\xff\xfe",
+    b"a/b; x",
+    b"text",
+];
+const ENCODINGS: &[&[u8]] = &[b"", b"gzip", b"deflate", b"snappy", b"br", b"\x80zip"];
+
+/// Bodies that are almost valid: a real push, cut or flipped at a random place.
+fn near_valid(rng: &mut XorShift) -> Vec<u8> {
+    let good = br#"{"streams":[{"stream":{"a":"b"},"values":[["1","x",{"k":"v"}]]}]}"#;
+    let mut body = good.to_vec();
+    match rng.below(3) {
+        0 => body.truncate(rng.below(good.len())),
+        1 => {
+            let i = rng.below(body.len());
+            body[i] = rng.next().to_le_bytes()[0];
+        }
+        _ => {
+            body = snap::raw::Encoder::new().compress_vec(&body).unwrap()[..rng.below(20)].to_vec();
+        }
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn arbitrary_bodies_and_headers_get_a_loki_answer() {
+    let r = LokiReceiver::builder()
+        .auth(true)
+        .max_body_bytes(4096)
+        .start()
+        .await
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    for case in 0..300 {
+        let mut headers = HeaderMap::new();
+        let ct = TYPES[rng.below(TYPES.len())];
+        if !ct.is_empty() {
+            headers.insert("content-type", HeaderValue::from_bytes(ct).unwrap());
+        }
+        let enc = ENCODINGS[rng.below(ENCODINGS.len())];
+        if !enc.is_empty() {
+            headers.insert("content-encoding", HeaderValue::from_bytes(enc).unwrap());
+        }
+        let org: &[u8] = [&b"t"[..], b"a|b", b"\xc3\xa9", b".", b""][rng.below(5)];
+        if let Ok(v) = HeaderValue::from_bytes(org) {
+            headers.insert("x-scope-orgid", v);
+        }
+        let body = if rng.below(2) == 0 {
+            rng.bytes(6000)
+        } else {
+            near_valid(&mut rng)
+        };
+        let resp = client
+            .post(r.push_url())
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("case {case}: {e}"));
+        let status = resp.status().as_u16();
+        assert!(
+            [204, 400, 401, 413, 422].contains(&status),
+            "case {case}: {status}"
+        );
+        let text = resp.text().await.unwrap();
+        assert!(
+            status == 204 || text.ends_with('\n'),
+            "case {case}: {text:?}"
+        );
+    }
+    assert_eq!(r.request_count(), 300);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declared_length_over_the_limit_is_refused_without_reading() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let r = LokiReceiver::builder()
+        .max_body_bytes(10)
+        .start()
+        .await
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(r.addr()).await.unwrap();
+    // Claims 10 GB and sends nothing: the answer must not wait for the body.
+    let head = "POST /loki/api/v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Content-Length: 10000000000\r\n\r\n";
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0; 512];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(
+        text.contains("request body too large: 10000000000 bytes, limit: 10 bytes"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_disconnects_mid_body_is_recorded_not_fatal() {
+    use tokio::io::AsyncWriteExt;
+    let r = LokiReceiver::start().await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(r.addr()).await.unwrap();
+    let head = "POST /loki/api/v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Content-Length: 100\r\n\r\n{\"streams\":";
+    s.write_all(head.as_bytes()).await.unwrap();
+    drop(s);
+    r.wait_for_requests(1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(r.requests()[0].status, 0);
+    // Still serving.
+    let resp = reqwest::Client::new()
+        .post(r.push_url())
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+}
