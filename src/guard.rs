@@ -151,6 +151,7 @@ impl fmt::Debug for ShutdownGuard {
                     .collect::<Vec<_>>(),
             )
             .field("timeout", &self.timeout)
+            .field("done", &self.done)
             .finish()
     }
 }

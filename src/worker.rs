@@ -157,7 +157,7 @@ pub(crate) fn queue<T: Send + 'static>(
     (
         Producer {
             shared: shared.clone(),
-            _close_on_drop: Arc::new(CloseOnDrop(shared.clone())),
+            close_on_drop: Arc::new(CloseOnDrop(shared.clone())),
         },
         Consumer { shared },
     )
@@ -202,14 +202,14 @@ impl<T> Drop for CloseOnDrop<T> {
 /// worker drains what is queued and exits.
 pub(crate) struct Producer<T> {
     shared: Arc<Shared<T>>,
-    _close_on_drop: Arc<CloseOnDrop<T>>,
+    close_on_drop: Arc<CloseOnDrop<T>>,
 }
 
 impl<T> Clone for Producer<T> {
     fn clone(&self) -> Self {
         Producer {
             shared: self.shared.clone(),
-            _close_on_drop: self._close_on_drop.clone(),
+            close_on_drop: self.close_on_drop.clone(),
         }
     }
 }
@@ -273,6 +273,9 @@ impl<T: Send + 'static> Producer<T> {
             return self.try_push(item, size);
         }
         self.shared.accepted.fetch_add(1, Ordering::AcqRel);
+        // Dropped while waiting for room, the record was never queued: take it back out of
+        // `accepted`, or `accepted == delivered + dropped` would never hold again.
+        let mut uncount = Uncount(Some(&self.shared.accepted));
         let mut item = item;
         loop {
             let notified = self.shared.space_async.notified();
@@ -281,7 +284,12 @@ impl<T: Send + 'static> Producer<T> {
             notified.as_mut().enable();
             {
                 let mut state = self.shared.lock();
-                match self.push_locked(&mut state, item, size)? {
+                let pushed = self.push_locked(&mut state, item, size);
+                if !matches!(pushed, Ok(Push::Full(_))) {
+                    // Queued, or refused and counted dropped: accounted for either way.
+                    uncount.0 = None;
+                }
+                match pushed? {
                     Push::Done => return Ok(()),
                     Push::Full(back) => item = back,
                 }
@@ -434,6 +442,17 @@ impl<T: Send + 'static> Producer<T> {
             stats,
             undelivered: stats.pending(),
             completed,
+        }
+    }
+}
+
+/// Takes a record back out of `accepted` if a waiting `push_async` is cancelled.
+struct Uncount<'a>(Option<&'a AtomicU64>);
+
+impl Drop for Uncount<'_> {
+    fn drop(&mut self) {
+        if let Some(accepted) = self.0 {
+            accepted.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

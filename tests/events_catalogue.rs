@@ -2,6 +2,7 @@
 //! the code is in the catalogue, and the catalogue lists nothing the code does not have.
 
 use sinkwatch::events;
+use sinkwatch::events::{reason, rotation_reason};
 
 #[derive(Debug, Default, PartialEq)]
 struct Documented {
@@ -26,7 +27,7 @@ fn parse_catalogue() -> Vec<Documented> {
                 ..Documented::default()
             });
         } else if let Some(level) = line.strip_prefix("**Level:** ") {
-            out.last_mut().unwrap().level = level.trim().to_owned();
+            level.trim().clone_into(&mut out.last_mut().unwrap().level);
         } else if line.starts_with("| `") {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
             let field = cells[1].trim_matches('`').to_owned();
@@ -61,26 +62,28 @@ fn the_catalogue_matches_the_code() {
 fn every_reason_is_documented() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/events.md")).unwrap();
-    use events::reason::*;
     for reason in [
-        QUEUE_FULL,
-        BUFFER_FULL_OLDEST,
-        WRITE_FAILED,
-        LINE_TOO_LONG,
-        REJECTED,
-        NOT_RETRYABLE,
-        RETRIES_EXHAUSTED,
-        SHUTDOWN,
-        CLOSED,
-        TOO_MANY_STREAMS,
+        reason::QUEUE_FULL,
+        reason::BUFFER_FULL_OLDEST,
+        reason::WRITE_FAILED,
+        reason::LINE_TOO_LONG,
+        reason::REJECTED,
+        reason::NOT_RETRYABLE,
+        reason::RETRIES_EXHAUSTED,
+        reason::SHUTDOWN,
+        reason::CLOSED,
+        reason::TOO_MANY_STREAMS,
     ] {
         assert!(
             text.contains(&format!("| `{reason}` |")),
             "reason {reason} is not documented"
         );
     }
-    use events::rotation_reason::*;
-    for reason in [SIZE, TIME, MANUAL] {
+    for reason in [
+        rotation_reason::SIZE,
+        rotation_reason::TIME,
+        rotation_reason::MANUAL,
+    ] {
         assert!(
             text.contains(&format!("| `{reason}` |")),
             "rotation reason {reason} is not documented"

@@ -33,7 +33,7 @@ async fn fields_keep_their_types_and_spans_their_fields() {
     tracing::subscriber::with_default(subscriber, || {
         let span = tracing::info_span!("request", id = 7_u64, route = "/orders");
         let _enter = span.enter();
-        let err = std::io::Error::new(std::io::ErrorKind::Other, "disk on fire");
+        let err = std::io::Error::other("disk on fire");
         tracing::warn!(
             n = 3_u64,
             neg = -4_i64,
@@ -123,7 +123,7 @@ async fn a_full_queue_never_blocks_the_caller_and_every_drop_is_reported() {
         .overflow(OverflowPolicy::Wait)
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let subscriber = tracing_subscriber::registry().with(SinkLayer::new(file.clone()));
     let emitted = 20_000_u64;
     tracing::subscriber::with_default(subscriber, || {

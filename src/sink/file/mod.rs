@@ -1,1 +1,312 @@
-//! The rotating file sink.
+//! The rotating file sink: JSON lines (or text) written by a background worker, rotated by
+//! size and/or time, with retention and atomic background compression, every action
+//! reported as an event (see [`events`](crate::events)).
+//!
+//! # Files
+//!
+//! The active file keeps a stable name, `{prefix}.{ext}` (so `tail -F` works). A rotation
+//! renames it to `{prefix}.{YYYYMMDD}T{HHMMSS}.{mmm}Z.{ext}` (the UTC time of the rotation,
+//! with `_001`, `_002`… appended to the time when the name is taken; nothing is ever
+//! overwritten) and opens a new active file. Compression turns a rotated file into
+//! `….{ext}.gz`, written as `….gz.tmp` and renamed when complete. Retention and crash
+//! recovery only touch names of exactly that form.
+//!
+//! # Examples
+//!
+//! ```
+//! use sinkwatch::sink::file::FileSink;
+//! use sinkwatch::Record;
+//! use tracing::Level;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let sink = FileSink::builder(dir.path()).max_file_size(1024 * 1024).build()?;
+//! sink.try_write(Record::new(Level::INFO, "hello").with_field("n", 1_u64))?;
+//! sink.flush().await?;
+//! assert!(std::fs::read_to_string(sink.active_path())?.contains("\"hello\""));
+//! sink.shutdown(std::time::Duration::from_secs(5)).await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod active;
+mod builder;
+mod clock;
+mod compress;
+mod format;
+mod maintenance;
+mod naming;
+mod retention;
+mod schedule;
+mod worker;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+#[doc(hidden)]
+pub use active::FaultHook;
+pub use builder::FileSinkBuilder;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use format::Format;
+pub use schedule::TimeZone;
+
+use self::worker::Control;
+use crate::events::SinkId;
+use crate::sink::{BoxFuture, Sink};
+use crate::worker::Producer;
+use crate::{Error, ErrorKind, Record, Result, ShutdownReport, SinkStats};
+
+/// How rotated files are compressed.
+///
+/// # Examples
+///
+/// ```
+/// use sinkwatch::sink::file::{Compression, FileSink};
+///
+/// let builder = FileSink::builder("logs").compression(Compression::Gzip);
+/// # drop(builder);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Rotated files stay as they are. The default.
+    #[default]
+    None,
+    /// gzip, in the background after each rotation (`.gz`).
+    Gzip,
+}
+
+/// When the sink asks the OS to put written data on the device (`fsync`).
+///
+/// Every policy writes each batch to the OS at once; this is only about surviving a power
+/// loss, at the cost of a slow system call.
+///
+/// # Examples
+///
+/// ```
+/// use sinkwatch::sink::file::{FileSink, FsyncPolicy};
+///
+/// let builder = FileSink::builder("logs").fsync(FsyncPolicy::OnRotation);
+/// # drop(builder);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FsyncPolicy {
+    /// Never; the OS writes back in its own time. The default.
+    #[default]
+    Never,
+    /// Before each rotation (and at shutdown), so rotated files are complete on the device
+    /// before they are compressed or pruned.
+    OnRotation,
+    /// As `OnRotation`, and at every `flush()` before it resolves.
+    OnFlush,
+}
+
+/// The rotating file sink's handle.
+///
+/// Cheap to clone; every clone feeds the same worker. The worker drains what is queued and
+/// stops when every clone is dropped, or at [`shutdown`](FileSink::shutdown).
+///
+/// # Examples
+///
+/// ```
+/// use sinkwatch::sink::file::FileSink;
+/// use sinkwatch::Record;
+/// use tracing::Level;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let sink = FileSink::builder(dir.path()).build()?;
+/// sink.write_async(Record::new(Level::WARN, "disk almost full")).await?;
+/// let rotated = sink.rotate().await?.expect("the file was not empty");
+/// assert!(rotated.exists());
+/// let report = sink.shutdown(std::time::Duration::from_secs(5)).await;
+/// assert_eq!(report.stats.delivered, 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct FileSink {
+    producer: Producer<Record>,
+    control: mpsc::UnboundedSender<Control>,
+    active_path: Arc<Path>,
+}
+
+impl fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileSink")
+            .field("id", self.producer.id())
+            .field("active_path", &self.active_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileSink {
+    /// Starts configuring a sink writing into `dir`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sinkwatch::sink::file::FileSink;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let sink = FileSink::builder(dir.path()).build()?;
+    /// assert_eq!(sink.active_path(), dir.path().join("app.log"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder(dir: impl AsRef<Path>) -> FileSinkBuilder {
+        FileSinkBuilder::new(dir)
+    }
+
+    fn new(
+        producer: Producer<Record>,
+        control: mpsc::UnboundedSender<Control>,
+        active_path: PathBuf,
+    ) -> Self {
+        FileSink {
+            producer,
+            control,
+            active_path: active_path.into(),
+        }
+    }
+
+    /// The sink's unique id, as its events carry it.
+    pub fn id(&self) -> &SinkId {
+        self.producer.id()
+    }
+
+    /// The active file's path (absolute; stable across rotations).
+    pub fn active_path(&self) -> &Path {
+        &self.active_path
+    }
+
+    /// The sink's counters.
+    pub fn stats(&self) -> SinkStats {
+        self.producer.stats()
+    }
+
+    /// Queues a record; under [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait) a full
+    /// queue blocks this thread until there is room (so do not call it from async code
+    /// with that policy: use [`write_async`](Self::write_async)). Other policies never
+    /// block. The record is formatted and written by the worker.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down (the record is
+    /// counted dropped, reason `closed`).
+    pub fn write(&self, record: Record) -> Result<()> {
+        let size = record.approx_size();
+        self.producer.push_blocking(record, size)
+    }
+
+    /// Queues a record, waiting asynchronously for room under
+    /// [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait).
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// If cancelled while waiting for room, the record is not queued; it stays counted
+    /// as accepted but is never delivered or reported, so prefer not to cancel it.
+    pub async fn write_async(&self, record: Record) -> Result<()> {
+        let size = record.approx_size();
+        self.producer.push_async(record, size).await
+    }
+
+    /// Queues a record without ever blocking: a full queue drops it (reported by a
+    /// `records_dropped` event, reason `queue_full`).
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down.
+    pub fn try_write(&self, record: Record) -> Result<()> {
+        let size = record.approx_size();
+        self.producer.try_push(record, size)
+    }
+
+    /// Resolves once every record accepted before the call is written to the OS (or
+    /// reported dropped), and fsynced under [`FsyncPolicy::OnFlush`].
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`](crate::ErrorKind::Closed) if the sink stopped before the flush completed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the flush still happens; only the wait is abandoned.
+    pub async fn flush(&self) -> Result<()> {
+        self.producer.flush().await
+    }
+
+    /// Rotates the active file now, after writing every record accepted before the call.
+    /// Resolves when the rotation is done, with the rotated file's path, or `None` when
+    /// the active file was empty (nothing is rotated then).
+    ///
+    /// # Errors
+    ///
+    /// [`Io`](crate::ErrorKind::Io) if the rename or the reopening failed (a
+    /// `rotation_failed` event says so too); [`Closed`](crate::ErrorKind::Closed) once the
+    /// sink is shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe in that nothing is lost, but once the request reached the worker the
+    /// rotation still happens.
+    pub async fn rotate(&self) -> Result<Option<PathBuf>> {
+        self.producer.flush().await?;
+        let (tx, rx) = oneshot::channel();
+        let closed = || Error::new(ErrorKind::Closed, format!("sink {} is closed", self.id()));
+        self.control
+            .send(Control::Rotate(tx))
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Stops accepting records, writes what is queued until `timeout` has passed, reports
+    /// the rest dropped (reason `shutdown`), waits for background compression up to the
+    /// same deadline, and resolves when the worker has stopped (or shortly after the
+    /// deadline if it is stuck in a system call).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the shutdown proceeds; only the wait is abandoned.
+    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        self.producer.shutdown(Instant::now() + timeout).await
+    }
+}
+
+impl Sink for FileSink {
+    fn id(&self) -> &SinkId {
+        self.producer.id()
+    }
+
+    fn try_write(&self, record: Record) {
+        // Refusals are counted and reported by the worker.
+        let _ = FileSink::try_write(self, record);
+    }
+
+    fn stats(&self) -> SinkStats {
+        self.producer.stats()
+    }
+
+    fn flush(&self) -> BoxFuture<Result<()>> {
+        Box::pin(self.producer.flush())
+    }
+
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<ShutdownReport> {
+        let producer = self.producer.clone();
+        Box::pin(async move { producer.shutdown(deadline).await })
+    }
+
+    fn shutdown_blocking(&self, deadline: Instant) -> ShutdownReport {
+        self.producer.shutdown_blocking(deadline)
+    }
+}

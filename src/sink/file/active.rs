@@ -1,0 +1,226 @@
+//! The open active file: append-only writes that report how much reached the OS, and the
+//! identity check that notices the file was deleted or moved under the sink.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A test hook standing in front of every `write(2)` the sink makes: given the length of
+/// the write, it answers how many bytes may go through (a partial write when less), or an
+/// error to fail the write with (disk full, I/O error).
+#[doc(hidden)]
+pub type FaultHook = Arc<dyn Fn(usize) -> io::Result<usize> + Send + Sync>;
+
+/// The active file, opened for appending.
+pub(crate) struct ActiveFile {
+    file: File,
+    path: PathBuf,
+    identity: Identity,
+    fault: Option<FaultHook>,
+}
+
+/// What makes a file the same file: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+}
+
+impl Identity {
+    #[cfg(unix)]
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt as _;
+        Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+
+    // Elsewhere only a missing file is noticed.
+    #[cfg(not(unix))]
+    fn of(_meta: &std::fs::Metadata) -> Self {
+        Identity { dev: 0, ino: 0 }
+    }
+}
+
+impl ActiveFile {
+    /// Opens (creating if needed) `path` for appending; also returns its current size.
+    pub(crate) fn open(path: &Path, fault: Option<FaultHook>) -> io::Result<(Self, u64)> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let meta = file.metadata()?;
+        let active = ActiveFile {
+            file,
+            path: path.to_owned(),
+            identity: Identity::of(&meta),
+            fault,
+        };
+        Ok((active, meta.len()))
+    }
+
+    /// Reopens the same path, keeping the fault hook.
+    pub(crate) fn reopen(&self) -> io::Result<(Self, u64)> {
+        if let Some(dir) = self.path.parent() {
+            // The whole directory may have been removed with the file.
+            std::fs::create_dir_all(dir)?;
+        }
+        Self::open(&self.path, self.fault.clone())
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True when the path no longer leads to the file this handle has open (deleted, or
+    /// moved and perhaps replaced). One `stat`, so cheap enough to run once per batch.
+    pub(crate) fn is_replaced(&self) -> bool {
+        match std::fs::metadata(&self.path) {
+            Ok(meta) => Identity::of(&meta) != self.identity,
+            Err(_) => true,
+        }
+    }
+
+    /// Writes `buf`, returning how many bytes reached the OS, and the error that stopped
+    /// the write if it did not complete.
+    pub(crate) fn write(&mut self, buf: &[u8]) -> (usize, io::Result<()>) {
+        let mut target = Target {
+            file: &mut self.file,
+            fault: self.fault.as_ref(),
+        };
+        write_counting(&mut target, buf)
+    }
+
+    /// Cuts the file back to `len` bytes (to remove a line torn by a failed write).
+    pub(crate) fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    /// Flushes the file's data to the device.
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+struct Target<'a> {
+    file: &'a mut File,
+    fault: Option<&'a FaultHook>,
+}
+
+impl Write for Target<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let allowed = match self.fault {
+            Some(hook) => hook(buf.len())?.min(buf.len()),
+            None => buf.len(),
+        };
+        if allowed == 0 && !buf.is_empty() {
+            return Ok(0);
+        }
+        self.file.write(&buf[..allowed])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `write_all` that also says how far it got: the caller must know which lines reached
+/// the file when a write fails half-way.
+pub(crate) fn write_counting(w: &mut impl Write, buf: &[u8]) -> (usize, io::Result<()>) {
+    let mut written = 0;
+    while written < buf.len() {
+        match w.write(&buf[written..]) {
+            Ok(0) => {
+                let e = io::Error::new(io::ErrorKind::WriteZero, "the file accepted no more bytes");
+                return (written, Err(e));
+            }
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (written, Err(e)),
+        }
+    }
+    (written, Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts `budget` bytes, at most `chunk` per call, then fails.
+    struct Quota {
+        out: Vec<u8>,
+        budget: usize,
+        chunk: usize,
+    }
+
+    impl Write for Quota {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.budget == 0 {
+                return Err(io::Error::other("disk full"));
+            }
+            let n = buf.len().min(self.budget).min(self.chunk);
+            self.out.extend_from_slice(&buf[..n]);
+            self.budget -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_are_continued() {
+        let mut q = Quota {
+            out: Vec::new(),
+            budget: 100,
+            chunk: 3,
+        };
+        let (n, r) = write_counting(&mut q, b"0123456789");
+        assert_eq!((n, r.is_ok()), (10, true));
+        assert_eq!(q.out, b"0123456789");
+    }
+
+    #[test]
+    fn a_failure_reports_how_far_the_write_got() {
+        let mut q = Quota {
+            out: Vec::new(),
+            budget: 7,
+            chunk: 4,
+        };
+        let (n, r) = write_counting(&mut q, b"0123456789");
+        assert_eq!(n, 7);
+        assert_eq!(r.unwrap_err().to_string(), "disk full");
+    }
+
+    #[test]
+    fn the_fault_hook_can_fail_or_shorten_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let hook: FaultHook = Arc::new(|len| {
+            if len > 4 {
+                Ok(4)
+            } else {
+                Err(io::Error::other("full"))
+            }
+        });
+        let (mut f, size) = ActiveFile::open(&path, Some(hook)).unwrap();
+        assert_eq!(size, 0);
+        let (n, r) = f.write(b"abcdefgh");
+        assert_eq!((n, r.unwrap_err().to_string()), (4, "full".to_string()));
+        assert_eq!(std::fs::read(&path).unwrap(), b"abcd");
+    }
+
+    #[test]
+    fn replacement_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let (f, _) = ActiveFile::open(&path, None).unwrap();
+        assert!(!f.is_replaced());
+        std::fs::rename(&path, dir.path().join("b.log")).unwrap();
+        assert!(f.is_replaced());
+        std::fs::write(&path, "new").unwrap();
+        assert!(f.is_replaced());
+        let (g, size) = f.reopen().unwrap();
+        assert_eq!(size, 3);
+        assert!(!g.is_replaced());
+    }
+}

@@ -1,0 +1,414 @@
+//! [`FileSinkBuilder`]: every option of the file sink, checked by `build()`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::active::{ActiveFile, FaultHook};
+use super::clock::{Clock, SystemClock};
+use super::maintenance::Context;
+use super::naming::Naming;
+use super::retention::Retention;
+use super::schedule::{Schedule, TimeZone};
+use super::worker::{self, Parts};
+use super::{Compression, FileSink, Format, FsyncPolicy};
+use crate::events::SinkId;
+use crate::worker::{queue, spawn_worker, QueueConfig};
+use crate::{Error, OverflowPolicy, Result};
+
+/// Configures and builds a [`FileSink`].
+///
+/// Setters never fail: the first unusable value is reported by [`build`](Self::build).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sinkwatch::sink::file::{Compression, FileSink};
+///
+/// let dir = tempfile::tempdir()?;
+/// let sink = FileSink::builder(dir.path())
+///     .file_name("api", "log")
+///     .max_file_size(10 * 1024 * 1024)
+///     .rotate_every(Duration::from_secs(3600))
+///     .max_files(48)
+///     .compression(Compression::Gzip)
+///     .build()?;
+/// assert!(sink.active_path().ends_with("api.log"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a builder does nothing until `build()` is called"]
+pub struct FileSinkBuilder {
+    dir: PathBuf,
+    prefix: String,
+    extension: String,
+    name: Option<String>,
+    max_file_size: Option<u64>,
+    rotate_every: Option<Duration>,
+    time_zone: TimeZone,
+    retention: Retention,
+    compression: Compression,
+    compression_level: u32,
+    fsync: FsyncPolicy,
+    format: Format,
+    overflow: OverflowPolicy,
+    queue_capacity: usize,
+    queue_max_bytes: usize,
+    clock: Arc<dyn Clock>,
+    fault: Option<FaultHook>,
+}
+
+impl fmt::Debug for FileSinkBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileSinkBuilder")
+            .field("dir", &self.dir)
+            .field("prefix", &self.prefix)
+            .field("extension", &self.extension)
+            .field("max_file_size", &self.max_file_size)
+            .field("rotate_every", &self.rotate_every)
+            .field("time_zone", &self.time_zone)
+            .field("retention", &self.retention)
+            .field("compression", &self.compression)
+            .field("fsync", &self.fsync)
+            .field("format", &self.format)
+            .field("overflow", &self.overflow)
+            .field("queue_capacity", &self.queue_capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileSinkBuilder {
+    pub(super) fn new(dir: impl AsRef<Path>) -> Self {
+        FileSinkBuilder {
+            dir: dir.as_ref().to_owned(),
+            prefix: "app".into(),
+            extension: "log".into(),
+            name: None,
+            max_file_size: None,
+            rotate_every: None,
+            time_zone: TimeZone::Utc,
+            retention: Retention::default(),
+            compression: Compression::None,
+            compression_level: 6,
+            fsync: FsyncPolicy::Never,
+            format: Format::Json,
+            overflow: OverflowPolicy::DropNewest,
+            queue_capacity: 65_536,
+            queue_max_bytes: 64 * 1024 * 1024,
+            clock: Arc::new(SystemClock),
+            fault: None,
+        }
+    }
+
+    /// Names the files: the active file is `{prefix}.{extension}`, rotated ones
+    /// `{prefix}.{UTC time}.{extension}`. By default, `app` and `log`.
+    pub fn file_name(mut self, prefix: impl Into<String>, extension: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self.extension = extension.into();
+        self
+    }
+
+    /// Names the sink in its id (`{name}-{n}`) as its events carry it. By default, `file`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Rotates before a line would take the active file past `bytes`. By default, no size
+    /// limit. A file exceeds the limit only when a single line is longer than it.
+    pub fn max_file_size(mut self, bytes: u64) -> Self {
+        self.max_file_size = Some(bytes);
+        self
+    }
+
+    /// Rotates a non-empty active file at every boundary of `interval`: instants when the
+    /// clock reads a whole multiple of it since the epoch (each minute, hour, day at
+    /// midnight…), in [`time_zone`](Self::time_zone). A boundary rotates even when no
+    /// record arrives then. By default, no time rotation. Combines with
+    /// [`max_file_size`](Self::max_file_size): whichever comes first.
+    pub fn rotate_every(mut self, interval: Duration) -> Self {
+        self.rotate_every = Some(interval);
+        self
+    }
+
+    /// The zone time boundaries align to. By default, [`TimeZone::Utc`]. Rotated names are
+    /// in UTC either way.
+    pub fn time_zone(mut self, zone: TimeZone) -> Self {
+        self.time_zone = zone;
+        self
+    }
+
+    /// Keeps at most `count` rotated files (the active file not counted), removing the
+    /// oldest. By default, no limit.
+    pub fn max_files(mut self, count: usize) -> Self {
+        self.retention.count = Some(count);
+        self
+    }
+
+    /// Removes rotated files rotated longer than `age` ago (by the sink's clock). By
+    /// default, no limit.
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.retention.age = Some(age);
+        self
+    }
+
+    /// Keeps the rotated files (archives at their compressed size; the active file not
+    /// counted) within `bytes`, removing the oldest. By default, no limit.
+    pub fn max_total_bytes(mut self, bytes: u64) -> Self {
+        self.retention.bytes = Some(bytes);
+        self
+    }
+
+    /// Compresses rotated files in the background. By default, [`Compression::None`].
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// The compression level, 0 (fastest) to 9 (smallest). By default, 6.
+    pub fn compression_level(mut self, level: u32) -> Self {
+        self.compression_level = level;
+        self
+    }
+
+    /// When to ask the OS to put written data on the device. By default,
+    /// [`FsyncPolicy::Never`].
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.fsync = policy;
+        self
+    }
+
+    /// The line format. By default, [`Format::Json`].
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// What a full queue does with a new record. By default,
+    /// [`OverflowPolicy::DropNewest`].
+    pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
+        self.overflow = policy;
+        self
+    }
+
+    /// The most records the queue holds. By default, 65,536.
+    pub fn queue_capacity(mut self, records: usize) -> Self {
+        self.queue_capacity = records;
+        self
+    }
+
+    /// The most bytes (by [`Record::approx_size`](crate::Record::approx_size)) the queue
+    /// holds. By default, 64 MiB.
+    pub fn queue_max_bytes(mut self, bytes: usize) -> Self {
+        self.queue_max_bytes = bytes;
+        self
+    }
+
+    /// The clock for time rotation, rotated names and retention by age. By default,
+    /// [`SystemClock`].
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Puts a hook in front of every write, for fault-injection tests: see `FaultHook`.
+    #[doc(hidden)]
+    pub fn fault_hook(
+        mut self,
+        hook: impl Fn(usize) -> std::io::Result<usize> + Send + Sync + 'static,
+    ) -> Self {
+        self.fault = Some(Arc::new(hook));
+        self
+    }
+
+    /// Checks the configuration, creates the directory if needed, opens (or appends to)
+    /// the active file and starts the sink's worker thread. Needs no tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// A [`Config`](crate::ErrorKind::Config) error for the first unusable setting; an
+    /// [`Io`](crate::ErrorKind::Io) error naming the path when the directory cannot be
+    /// created or written, or the worker thread cannot start.
+    pub fn build(self) -> Result<FileSink> {
+        self.validate()?;
+        let naming = Naming::new(&self.prefix, &self.extension);
+        let dir = prepare_dir(&self.dir)?;
+        let active_path = dir.join(naming.active());
+        let (file, size) = ActiveFile::open(&active_path, self.fault.clone()).map_err(|e| {
+            let path = active_path.display();
+            Error::io(
+                format!("cannot open {path} for appending; check this process may write it"),
+                e,
+            )
+        })?;
+        let id = SinkId::new(self.name.as_deref().unwrap_or("file"));
+        let (producer, consumer) = queue(id.clone(), self.queue_config());
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let parts = Parts {
+            consumer,
+            control: control_rx,
+            file,
+            size,
+            max_size: self.max_file_size,
+            schedule: self
+                .rotate_every
+                .map(|every| Schedule::new(every, self.time_zone)),
+            fsync: self.fsync,
+            format: self.format,
+            clock: self.clock.clone(),
+            maintenance: Context {
+                id: id.clone(),
+                dir,
+                naming,
+                retention: self.retention,
+                gzip_level: (self.compression == Compression::Gzip)
+                    .then_some(self.compression_level),
+                clock: self.clock,
+            },
+        };
+        spawn_worker(&id, worker::run(parts))?;
+        Ok(FileSink::new(producer, control, active_path))
+    }
+
+    fn queue_config(&self) -> QueueConfig {
+        QueueConfig {
+            max_records: self.queue_capacity,
+            max_bytes: self.queue_max_bytes,
+            policy: self.overflow,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_name_part("file name prefix", &self.prefix)?;
+        check_name_part("file extension", &self.extension)?;
+        if let Some(name) = &self.name {
+            if name.is_empty() {
+                return Err(Error::config("the sink name is empty"));
+            }
+        }
+        let positive = [
+            ("max_file_size", self.max_file_size.is_some_and(|b| b == 0)),
+            (
+                "rotate_every",
+                self.rotate_every.is_some_and(|d| d.is_zero()),
+            ),
+            ("max_files", self.retention.count == Some(0)),
+            ("max_age", self.retention.age.is_some_and(|d| d.is_zero())),
+            ("max_total_bytes", self.retention.bytes == Some(0)),
+            ("queue_capacity", self.queue_capacity == 0),
+            ("queue_max_bytes", self.queue_max_bytes == 0),
+        ];
+        if let Some((what, _)) = positive.iter().find(|(_, zero)| *zero) {
+            return Err(Error::config(format!("{what} must be greater than zero")));
+        }
+        if self.compression_level > 9 {
+            let level = self.compression_level;
+            return Err(Error::config(format!(
+                "compression_level {level} is out of range: use 0 to 9"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn check_name_part(what: &str, s: &str) -> Result<()> {
+    if s.is_empty() {
+        return Err(Error::config(format!("the {what} is empty")));
+    }
+    if s.contains(['/', '\\', '\0']) || s.starts_with('.') || s.ends_with('.') {
+        return Err(Error::config(format!(
+            "the {what} {s:?} must not contain a path separator or NUL, nor start or end with '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates `dir` if needed, checks a file can be created in it, and makes it absolute so a
+/// later change of working directory cannot move the sink's files.
+fn prepare_dir(dir: &Path) -> Result<PathBuf> {
+    let shown = dir.display();
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create the log directory {shown}"), e))?;
+    let dir = std::path::absolute(dir)
+        .map_err(|e| Error::io(format!("cannot resolve the log directory {shown}"), e))?;
+    // Rotation creates and renames files: an append-only active file is not enough.
+    let probe = dir.join(format!(".sinkwatch-probe-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .map_err(|e| {
+            let shown = dir.display();
+            Error::io(
+                format!("cannot create files in the log directory {shown}; check its permissions"),
+                e,
+            )
+        })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::needless_pass_by_value, reason = "builders are used by value")]
+    fn err(b: FileSinkBuilder) -> Error {
+        b.validate().unwrap_err()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(FileSinkBuilder::new("x").validate().is_ok());
+    }
+
+    #[test]
+    fn zero_limits_are_reported_by_name() {
+        let e = err(FileSinkBuilder::new("x").max_file_size(0));
+        assert!(
+            e.is_config() && e.to_string().contains("max_file_size"),
+            "{e}"
+        );
+        let e = err(FileSinkBuilder::new("x").rotate_every(Duration::ZERO));
+        assert!(e.to_string().contains("rotate_every"), "{e}");
+        let e = err(FileSinkBuilder::new("x").max_files(0));
+        assert!(e.to_string().contains("max_files"), "{e}");
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        for (prefix, ext) in [
+            ("", "log"),
+            ("a/b", "log"),
+            ("app", ""),
+            ("app", ".log"),
+            (".app", "log"),
+        ] {
+            assert!(
+                err(FileSinkBuilder::new("x").file_name(prefix, ext)).is_config(),
+                "{prefix} {ext}"
+            );
+        }
+    }
+
+    #[test]
+    fn compression_level_is_bounded() {
+        let e = err(FileSinkBuilder::new("x").compression_level(10));
+        assert!(e.to_string().contains("0 to 9"), "{e}");
+    }
+
+    #[test]
+    fn a_directory_that_is_a_file_is_an_io_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "x").unwrap();
+        let e = prepare_dir(&file.join("logs")).unwrap_err();
+        assert!(e.is_io());
+        assert!(e.to_string().contains(&*file.to_string_lossy()), "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

@@ -1,0 +1,229 @@
+//! Atomic gzip compression of rotated files, and recovery from a crash part-way through.
+//!
+//! The archive is written as `name.gz.tmp`, synced, renamed to `name.gz` (and the directory
+//! synced), and only then is the plain file removed. So at every instant the data is in the
+//! plain file, or in a complete archive, or both; a `.gz.tmp` is never the only copy.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+
+use super::naming::{with_suffix, Kind, Naming, Rotated, GZ};
+
+/// What compressing one file did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Compressed {
+    pub(crate) archive: PathBuf,
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+}
+
+/// Compresses `plain` into `plain.gz` atomically, then removes `plain`.
+pub(crate) fn gzip(plain: &Path, level: u32) -> io::Result<Compressed> {
+    let archive = with_suffix(plain, GZ);
+    let tmp = with_suffix(&archive, super::naming::TMP);
+    let result = write_archive(plain, &tmp, level);
+    let (bytes_in, bytes_out) = match result {
+        Ok(sizes) => sizes,
+        Err(e) => {
+            // The plain file is untouched; a half-written temporary must not linger.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, &archive)?;
+    sync_dir(plain);
+    std::fs::remove_file(plain)?;
+    Ok(Compressed {
+        archive,
+        bytes_in,
+        bytes_out,
+    })
+}
+
+fn write_archive(plain: &Path, tmp: &Path, level: u32) -> io::Result<(u64, u64)> {
+    let mut input = BufReader::with_capacity(256 * 1024, File::open(plain)?);
+    let out = File::create(tmp)?;
+    let mut encoder = GzEncoder::new(
+        BufWriter::with_capacity(256 * 1024, out),
+        flate2::Compression::new(level),
+    );
+    let bytes_in = io::copy(&mut input, &mut encoder)?;
+    let out = encoder
+        .finish()?
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)?;
+    out.sync_all()?;
+    Ok((bytes_in, out.metadata()?.len()))
+}
+
+/// Makes a rename in `path`'s directory durable. Best effort: some file systems refuse to
+/// sync a directory, and the rename itself is already atomic.
+fn sync_dir(path: &Path) {
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+/// A step to bring a directory back to a clean state after a crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Repair {
+    /// A temporary archive (a compression cut short): delete it.
+    DeleteTemp(PathBuf),
+    /// A plain file with an archive: keep the plain file only if the archive is not whole.
+    CheckArchive { plain: PathBuf, archive: PathBuf },
+    /// A plain rotated file never compressed: compress it.
+    Compress(PathBuf),
+}
+
+/// Plans the repairs for this sink's files in `dir`. Pure given the listing.
+pub(crate) fn plan(dir: &Path, files: &[Rotated], compress: bool) -> Vec<Repair> {
+    let has_archive = |base: &str| files.iter().any(|f| f.kind == Kind::Gz && f.base == base);
+    let mut out = Vec::new();
+    for f in files {
+        match f.kind {
+            Kind::GzTmp => out.push(Repair::DeleteTemp(dir.join(format!("{}.gz.tmp", f.base)))),
+            Kind::Plain if has_archive(&f.base) => out.push(Repair::CheckArchive {
+                plain: dir.join(&f.base),
+                archive: dir.join(format!("{}{GZ}", f.base)),
+            }),
+            Kind::Plain if compress => out.push(Repair::Compress(dir.join(&f.base))),
+            Kind::Plain | Kind::Gz => {}
+        }
+    }
+    // Temporaries first: a re-compression must not find one in its way.
+    out.sort_by_key(|r| !matches!(r, Repair::DeleteTemp(_)));
+    out
+}
+
+/// This sink's files in `dir`, parsed.
+pub(crate) fn scan(dir: &Path, naming: &Naming) -> io::Result<Vec<Rotated>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        if let Some(parsed) = entry?.file_name().to_str().and_then(|n| naming.parse(n)) {
+            out.push(parsed);
+        }
+    }
+    Ok(out)
+}
+
+/// True when `archive` decompresses completely to exactly `plain`'s length: only then may
+/// the plain file go. The archive was renamed into place after a sync, so this is a check
+/// against files we did not write, not against our own crash.
+pub(crate) fn archive_is_whole(archive: &Path, plain: &Path) -> bool {
+    let Ok(expected) = std::fs::metadata(plain).map(|m| m.len()) else {
+        return false;
+    };
+    let Ok(file) = File::open(archive) else {
+        return false;
+    };
+    let mut decoder = GzDecoder::new(BufReader::new(file));
+    io::copy(&mut decoder, &mut io::sink()).is_ok_and(|n| n == expected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read as _, Write as _};
+    use std::time::{Duration, SystemTime};
+
+    fn naming() -> Naming {
+        Naming::new("app", "log")
+    }
+
+    /// Decompresses a gzip file fully.
+    fn read_gz(path: &Path) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        GzDecoder::new(File::open(path)?).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// Writes `data` compressed to `path` (test helper for building crash leftovers).
+    fn write_gz(path: &Path, data: &[u8]) {
+        let mut e = GzEncoder::new(File::create(path).unwrap(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap();
+    }
+
+    fn base(n: u64) -> String {
+        naming().rotated(SystemTime::UNIX_EPOCH + Duration::from_secs(n), 0)
+    }
+
+    #[test]
+    fn gzip_replaces_the_plain_file_with_a_whole_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join(base(1));
+        std::fs::write(&plain, b"line 1\nline 2\n").unwrap();
+        let c = gzip(&plain, 6).unwrap();
+        assert!(!plain.exists());
+        assert_eq!(c.bytes_in, 14);
+        assert_eq!(read_gz(&c.archive).unwrap(), b"line 1\nline 2\n");
+        assert!(!with_suffix(&c.archive, ".tmp").exists());
+    }
+
+    #[test]
+    fn a_missing_source_fails_without_leaving_a_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join(base(1));
+        assert!(gzip(&plain, 6).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn plan_deletes_temporaries_first_and_recompresses_their_plain_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = base(1);
+        std::fs::write(dir.path().join(&b), "x").unwrap();
+        std::fs::write(dir.path().join(format!("{b}.gz.tmp")), "partial").unwrap();
+        let files = scan(dir.path(), &naming()).unwrap();
+        assert_eq!(
+            plan(dir.path(), &files, true),
+            vec![
+                Repair::DeleteTemp(dir.path().join(format!("{b}.gz.tmp"))),
+                Repair::Compress(dir.path().join(&b))
+            ]
+        );
+    }
+
+    #[test]
+    fn plan_checks_a_plain_file_that_has_an_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = base(2);
+        let files = vec![
+            naming().parse(&b).unwrap(),
+            naming().parse(&format!("{b}.gz")).unwrap(),
+        ];
+        assert_eq!(
+            plan(dir.path(), &files, false),
+            vec![Repair::CheckArchive {
+                plain: dir.path().join(&b),
+                archive: dir.path().join(format!("{b}.gz")),
+            }]
+        );
+    }
+
+    #[test]
+    fn plan_leaves_plain_files_alone_without_compression() {
+        let files = vec![naming().parse(&base(3)).unwrap()];
+        assert!(plan(Path::new("/x"), &files, false).is_empty());
+    }
+
+    #[test]
+    fn a_truncated_archive_is_not_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("p");
+        let data = vec![b'a'; 100_000];
+        std::fs::write(&plain, &data).unwrap();
+        let archive = dir.path().join("p.gz");
+        write_gz(&archive, &data);
+        assert!(archive_is_whole(&archive, &plain));
+        let bytes = std::fs::read(&archive).unwrap();
+        std::fs::write(&archive, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(!archive_is_whole(&archive, &plain));
+    }
+}

@@ -1,0 +1,123 @@
+//! Line formats. Formatting runs on the sink's worker, never on the caller's thread.
+
+use std::io::Write as _;
+
+use crate::record::{write_json_str, write_rfc3339};
+use crate::{Record, Value};
+
+/// How each record is written: one line per record either way.
+///
+/// # Examples
+///
+/// ```
+/// use sinkwatch::sink::file::{FileSink, Format};
+///
+/// let builder = FileSink::builder("logs").format(Format::Text);
+/// # drop(builder);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Format {
+    /// One JSON object per line, as [`Record::write_json`] writes it. The default.
+    #[default]
+    Json,
+    /// Human-readable text: `time LEVEL target: message key=value …`. Strings that contain
+    /// spaces, quotes, `=` or control characters are quoted and escaped, so a record is
+    /// always exactly one line.
+    Text,
+}
+
+impl Format {
+    /// Appends `record` and a newline to `out`.
+    pub(crate) fn write_line(self, record: &Record, out: &mut Vec<u8>) {
+        match self {
+            Format::Json => record.write_json(out),
+            Format::Text => write_text(record, out),
+        }
+        out.push(b'\n');
+    }
+}
+
+fn write_text(record: &Record, out: &mut Vec<u8>) {
+    write_rfc3339(out, record.unix_nanos());
+    let _ = write!(out, " {:>5} ", record.level.as_str());
+    write_plain(out, &record.target);
+    out.extend_from_slice(b": ");
+    write_plain(out, &record.message);
+    for (name, value) in &record.fields {
+        out.push(b' ');
+        write_plain(out, name);
+        out.push(b'=');
+        match value {
+            Value::Str(s) if needs_quotes(s) => write_json_str(out, s),
+            Value::Str(s) => out.extend_from_slice(s.as_bytes()),
+            other => {
+                let _ = write!(out, "{other}");
+            }
+        }
+    }
+}
+
+fn needs_quotes(s: &str) -> bool {
+    s.is_empty()
+        || s.bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'"' || b == b'=')
+}
+
+/// Writes `s` unquoted, escaping control characters so the line cannot break.
+fn write_plain(out: &mut Vec<u8>, s: &str) {
+    if !s.bytes().any(|b| b.is_ascii_control()) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    let mut quoted = Vec::with_capacity(s.len() + 2);
+    write_json_str(&mut quoted, s);
+    // Keep the escapes, drop the surrounding quotes: the text stays readable.
+    out.extend_from_slice(&quoted[1..quoted.len() - 1]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+    use tracing::Level;
+
+    fn record() -> Record {
+        Record::new(Level::INFO, "order placed")
+            .with_time(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+            .with_target("shop")
+            .with_field("id", 7_u64)
+            .with_field("who", "a b")
+            .with_field("ok", true)
+    }
+
+    fn line(format: Format, r: &Record) -> String {
+        let mut out = Vec::new();
+        format.write_line(r, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn json_lines_end_with_one_newline() {
+        let s = line(Format::Json, &record());
+        assert!(s.ends_with("}\n"));
+        let v: serde_json::Value = serde_json::from_str(s.trim_end()).unwrap();
+        assert_eq!(v["fields"]["id"], 7);
+    }
+
+    #[test]
+    fn text_lines_read_naturally() {
+        assert_eq!(
+            line(Format::Text, &record()),
+            "2023-11-14T22:13:20.000000000Z  INFO shop: order placed id=7 who=\"a b\" ok=true\n"
+        );
+    }
+
+    #[test]
+    fn text_never_breaks_a_line() {
+        let r = Record::new(Level::WARN, "two\nlines").with_field("v", "x\ny".to_string());
+        let s = line(Format::Text, &r);
+        assert_eq!(s.matches('\n').count(), 1);
+        assert!(s.contains("two\\nlines") && s.contains("v=\"x\\ny\""));
+    }
+}
