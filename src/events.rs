@@ -124,8 +124,6 @@ pub mod reason {
     pub const RETRIES_EXHAUSTED: &str = "retries_exhausted";
     /// The shutdown deadline passed before these records were delivered.
     pub const SHUTDOWN: &str = "shutdown";
-    /// The sink was already closed when the record arrived.
-    pub const CLOSED: &str = "closed";
     /// Too many distinct label sets: the record did not fit the stream guard.
     pub const TOO_MANY_STREAMS: &str = "too_many_streams";
 }

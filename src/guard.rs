@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use crate::events::SinkId;
@@ -13,8 +12,10 @@ use crate::ShutdownReport;
 /// [`shutdown`](Self::shutdown) is called), so the last records before `main` returns are
 /// not lost, and reports what could not be delivered.
 ///
-/// Dropping blocks the current thread until the sinks have finished or the deadline has
-/// passed (plus a short grace): that is its purpose. Each sink reports undelivered records
+/// Sinks shut down one after the other, in the reverse order of registration, under one
+/// deadline: register the sink that should record the others' closing events (typically
+/// the file sink) first. Dropping blocks the current thread until the sinks have finished
+/// or the deadline has passed (plus a short grace): that is its purpose. Each sink reports undelivered records
 /// with a `records_dropped` event (reason `shutdown`) and ends with `sink_closed`.
 ///
 /// # Examples
@@ -63,7 +64,8 @@ impl ShutdownGuard {
         self
     }
 
-    /// Shuts every sink down by the deadline and reports, per sink, what happened.
+    /// Shuts every sink down by the deadline, in the reverse order of registration, and
+    /// reports, per sink in the order of registration, what happened.
     ///
     /// # Cancel safety
     ///
@@ -72,36 +74,12 @@ impl ShutdownGuard {
     pub async fn shutdown(mut self) -> Vec<(SinkId, ShutdownReport)> {
         self.done = true;
         let deadline = Instant::now() + self.timeout;
-        let mut pending: Vec<_> = self
-            .sinks
-            .iter()
-            .map(|s| (s.id().clone(), Some(s.shutdown(deadline)), None))
-            .collect();
-        // Poll every sink's shutdown together, so they drain concurrently.
-        std::future::poll_fn(|cx| {
-            let mut all_done = true;
-            for (_, fut, report) in &mut pending {
-                if let Some(f) = fut {
-                    match f.as_mut().poll(cx) {
-                        Poll::Ready(r) => {
-                            *report = Some(r);
-                            *fut = None;
-                        }
-                        Poll::Pending => all_done = false,
-                    }
-                }
-            }
-            if all_done {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
-        pending
-            .into_iter()
-            .filter_map(|(id, _, report)| report.map(|r| (id, r)))
-            .collect()
+        let mut reports = Vec::with_capacity(self.sinks.len());
+        for sink in self.sinks.iter().rev() {
+            reports.push((sink.id().clone(), sink.shutdown(deadline).await));
+        }
+        reports.reverse();
+        reports
     }
 
     /// [`shutdown`](Self::shutdown) for synchronous code: blocks the current thread.
@@ -112,16 +90,14 @@ impl ShutdownGuard {
 
     fn shutdown_all(&self) -> Vec<(SinkId, ShutdownReport)> {
         let deadline = Instant::now() + self.timeout;
-        // Ask every sink first, so they drain concurrently, then collect the reports.
-        let handles: Vec<_> = self
+        let mut reports: Vec<_> = self
             .sinks
             .iter()
-            .map(|s| {
-                let sink = s.clone();
-                std::thread::spawn(move || (sink.id().clone(), sink.shutdown_blocking(deadline)))
-            })
+            .rev()
+            .map(|s| (s.id().clone(), s.shutdown_blocking(deadline)))
             .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        reports.reverse();
+        reports
     }
 }
 

@@ -40,9 +40,11 @@ pub enum OverflowPolicy {
 
 /// A snapshot of a sink's counters.
 ///
-/// `accepted` counts every record handed to the sink; each of them ends up in
-/// `delivered` or `dropped`, so at any quiescent point (after `flush()` or shutdown)
-/// `accepted == delivered + dropped`.
+/// `accepted` counts every record handed to the sink while it was open; each of them ends
+/// up in `delivered` or `dropped`, so at any quiescent point (after `flush()` or shutdown)
+/// `accepted == delivered + dropped`. A closed sink accepts nothing: writing to it returns
+/// an error of kind [`Closed`](crate::ErrorKind::Closed) and leaves the counters (final
+/// since `sink_closed`) unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SinkStats {
     /// Records handed to the sink.
@@ -112,7 +114,6 @@ pub(crate) struct Shared<T> {
     // Refusals counted by producers, reported by the worker (producers never emit events).
     unreported_full: AtomicU64,
     unreported_oldest: AtomicU64,
-    unreported_closed: AtomicU64,
 }
 
 /// Queue limits and policy.
@@ -152,7 +153,6 @@ pub(crate) fn queue<T: Send + 'static>(
         dropped: AtomicU64::new(0),
         unreported_full: AtomicU64::new(0),
         unreported_oldest: AtomicU64::new(0),
-        unreported_closed: AtomicU64::new(0),
     });
     (
         Producer {
@@ -300,7 +300,9 @@ impl<T: Send + 'static> Producer<T> {
 
     fn push_locked(&self, state: &mut State<T>, item: T, size: usize) -> Result<Push<T>> {
         if state.closed {
-            self.refuse(&self.shared.unreported_closed);
+            // A closed sink accepts nothing: its final totals (`sink_closed`) stay final,
+            // and the caller learns of the refusal from the error.
+            self.shared.accepted.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::new(
                 ErrorKind::Closed,
                 format!("sink {} is closed", self.shared.id),
@@ -525,7 +527,6 @@ impl<T: Send + 'static> Consumer<T> {
                 &self.shared.unreported_oldest,
                 events::reason::BUFFER_FULL_OLDEST,
             ),
-            (&self.shared.unreported_closed, events::reason::CLOSED),
         ];
         for (counter, reason) in reasons {
             let n = counter.swap(0, Ordering::AcqRel);

@@ -71,7 +71,6 @@ fn every_reason_is_documented() {
         reason::NOT_RETRYABLE,
         reason::RETRIES_EXHAUSTED,
         reason::SHUTDOWN,
-        reason::CLOSED,
         reason::TOO_MANY_STREAMS,
     ] {
         assert!(
