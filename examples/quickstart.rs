@@ -28,12 +28,11 @@ const SERVICE: &str = "quickstart::service";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (url, receiver) = match std::env::var("LOKI_URL") {
-        Ok(url) => (url, None),
-        Err(_) => {
-            let receiver = LokiReceiver::start().await?;
-            (receiver.url(), Some(receiver))
-        }
+    let (url, receiver) = if let Ok(url) = std::env::var("LOKI_URL") {
+        (url, None)
+    } else {
+        let receiver = LokiReceiver::start().await?;
+        (receiver.url(), Some(receiver))
     };
     let tenant = std::env::var("LOKI_TENANT").ok();
 
@@ -148,7 +147,7 @@ async fn simulate_service() -> u64 {
                     target: SERVICE,
                     request_id,
                     status = 200_u64,
-                    duration_ms = 3.5 + (n % 7) as f64,
+                    duration_ms = 3.5 + f64::from((n % 7) as u32),
                     "request handled"
                 );
                 emitted += 2;

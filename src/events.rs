@@ -321,6 +321,15 @@ schema! {
         REASON = reason: str,
     }
 
+    /// Lines over the sink's size limit were truncated (and delivered with a marker), as
+    /// configured, rather than dropped. Reported in aggregate, once per batch.
+    lines_truncated: WARN {
+        /// How many lines.
+        COUNT = count: u64,
+        /// Bytes cut off, in all.
+        BYTES = bytes: u64,
+    }
+
     /// The sink shut down. Its totals are final.
     sink_closed: INFO {
         /// Records accepted over the sink's life.

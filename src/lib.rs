@@ -30,10 +30,12 @@ pub use error::{Error, ErrorKind, Result};
 pub use events::SinkId;
 pub use guard::ShutdownGuard;
 pub use layer::SinkLayer;
-pub use sink::Sink;
+pub use record::{Record, SpanInfo, Value};
 #[cfg(feature = "file")]
 pub use sink::file::{FileSink, FileSinkBuilder};
-pub use record::{Record, SpanInfo, Value};
+#[cfg(feature = "loki")]
+pub use sink::loki::{LokiSink, LokiSinkBuilder};
+pub use sink::Sink;
 pub use worker::{OverflowPolicy, ShutdownReport, SinkStats};
 
 /// The README's examples, compiled as doc tests so they cannot rot.

@@ -329,7 +329,20 @@ impl Record {
     pub fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"timestamp\":\"");
         write_rfc3339(out, self.unix_nanos());
-        out.extend_from_slice(b"\",\"level\":\"");
+        out.extend_from_slice(b"\",");
+        self.write_json_rest(out);
+    }
+
+    /// [`write_json`](Self::write_json) without the timestamp, for sinks whose entries
+    /// carry the time on their own (Loki).
+    pub(crate) fn write_json_untimed(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        self.write_json_rest(out);
+    }
+
+    /// Everything after the timestamp: `"level":…` to the closing brace.
+    fn write_json_rest(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"\"level\":\"");
         out.extend_from_slice(self.level.as_str().as_bytes());
         out.extend_from_slice(b"\",\"target\":");
         write_json_str(out, &self.target);

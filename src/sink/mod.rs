@@ -9,6 +9,8 @@ use crate::{Record, Result, ShutdownReport, SinkStats};
 
 #[cfg(feature = "file")]
 pub mod file;
+#[cfg(feature = "loki")]
+pub mod loki;
 
 /// A boxed future, as returned by [`Sink`]'s asynchronous methods.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

@@ -1,0 +1,623 @@
+//! [`LokiSinkBuilder`]: every option of the Loki sink, checked by `build()`.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::header::HeaderName;
+
+use super::http::{redact_url, Auth, ExtraHeader, Http, Secret};
+use super::labels::{self, Labeler, MAX_LABEL_NAME, MAX_LABEL_NAMES, MAX_LABEL_VALUE};
+use super::line::{Lines, TRUNCATION_MARKER};
+use super::retry::RetryPolicy;
+use super::worker::{self, Config};
+use super::{Encoding, LineFormat, LokiSink, LongLines};
+use crate::events::SinkId;
+use crate::worker::{queue, spawn_worker, QueueConfig};
+use crate::{Error, OverflowPolicy, Result};
+
+/// Loki's push path, added to a base URL.
+const PUSH_PATH: &str = "/loki/api/v1/push";
+/// Headers the sink sets itself; `header()` refuses them.
+const RESERVED: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+];
+
+/// Configures and builds a [`LokiSink`].
+///
+/// Setters never fail: the first unusable value is reported by [`build`](Self::build), with
+/// what to change. `Debug` output never shows a password, token or secret header value.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sinkwatch::sink::loki::{Encoding, LokiSink};
+///
+/// let sink = LokiSink::builder("https://logs.example.com")
+///     .label("service_name", "api")
+///     .label("env", "prod")
+///     .label_from_field("level")
+///     .metadata_from_field("trace_id")
+///     .tenant("team-a")
+///     .basic_auth("team-a", "s3cret")
+///     .encoding(Encoding::Protobuf)
+///     .batch_wait(Duration::from_millis(500))
+///     .max_retries(5)
+///     .build()?;
+/// assert!(!format!("{sink:?}").contains("s3cret"));
+/// # Ok::<(), sinkwatch::Error>(())
+/// ```
+#[must_use = "a builder does nothing until `build()` is called"]
+pub struct LokiSinkBuilder {
+    url: String,
+    name: Option<String>,
+    labels: Vec<(String, String)>,
+    label_fields: Vec<String>,
+    metadata_fields: Vec<String>,
+    max_streams: usize,
+    http: Http,
+    encoding: Encoding,
+    line_format: LineFormat,
+    max_line_bytes: usize,
+    long_lines: LongLines,
+    batch_max_entries: usize,
+    batch_max_bytes: usize,
+    batch_wait: Duration,
+    request_timeout: Duration,
+    retry: RetryPolicy,
+    overflow: OverflowPolicy,
+    queue_capacity: usize,
+    queue_max_bytes: usize,
+    error: Option<Error>,
+}
+
+impl fmt::Debug for LokiSinkBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LokiSinkBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("labels", &self.labels)
+            .field("label_fields", &self.label_fields)
+            .field("metadata_fields", &self.metadata_fields)
+            .field("http", &self.http)
+            .field("encoding", &self.encoding)
+            .field("batch_max_bytes", &self.batch_max_bytes)
+            .field("batch_wait", &self.batch_wait)
+            .field("request_timeout", &self.request_timeout)
+            .field("retry", &self.retry)
+            .field("overflow", &self.overflow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LokiSinkBuilder {
+    pub(super) fn new(url: String) -> Self {
+        LokiSinkBuilder {
+            url,
+            name: None,
+            labels: Vec::new(),
+            label_fields: Vec::new(),
+            metadata_fields: Vec::new(),
+            max_streams: 1000,
+            http: Http::default(),
+            encoding: Encoding::Protobuf,
+            line_format: LineFormat::Json,
+            max_line_bytes: 256 * 1024,
+            long_lines: LongLines::Truncate,
+            batch_max_entries: 65_536,
+            batch_max_bytes: 1024 * 1024,
+            batch_wait: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            overflow: OverflowPolicy::DropNewest,
+            queue_capacity: 65_536,
+            queue_max_bytes: 64 * 1024 * 1024,
+            error: None,
+        }
+    }
+
+    /// Keeps the first error only: it is the one `build()` reports.
+    fn fail(&mut self, message: String) {
+        if self.error.is_none() {
+            self.error = Some(Error::config(message));
+        }
+    }
+
+    /// Names the sink in its id (`{name}-{n}`) as its events carry it. By default, `loki`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Adds a static label, on every stream. By default, none; `build()` requires at least
+    /// one with a non-empty value, since Loki rejects a stream without labels. Names must
+    /// match `[A-Za-z_][A-Za-z0-9_]*` and not start with `__` (reserved); values are at most
+    /// 2048 bytes, any Unicode.
+    pub fn label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        if let Err(e) = self.check_label_name(&name, "label") {
+            self.fail(e);
+        } else if value.len() > MAX_LABEL_VALUE {
+            self.fail(format!(
+                "the value of label {name:?} is {} bytes; Loki accepts at most {MAX_LABEL_VALUE}",
+                value.len()
+            ));
+        }
+        self.labels.push((name, value));
+        self
+    }
+
+    /// Adds a label whose value is taken from each record's field `name` (its text, cut to
+    /// 2048 bytes; the record's level in lowercase or its target for `level` and `target`
+    /// when there is no such field). A record without the field has no such label. By
+    /// default, none. Each distinct label set is a Loki stream: see
+    /// [`max_streams`](Self::max_streams).
+    pub fn label_from_field(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        if let Err(e) = self.check_label_name(&name, "label_from_field") {
+            self.fail(e);
+        }
+        self.label_fields.push(name);
+        self
+    }
+
+    /// Adds structured metadata taken from each record's field `name` (its text; `level` and
+    /// `target` as for [`label_from_field`](Self::label_from_field)). By default, none. Pairs
+    /// that would take an entry past Loki's 64 KiB limit are left out.
+    pub fn metadata_from_field(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        if !labels::valid_name(&name) {
+            self.fail(format!(
+                "metadata_from_field({name:?}): the name must match [A-Za-z_][A-Za-z0-9_]*"
+            ));
+        } else if self.metadata_fields.contains(&name) {
+            self.fail(format!("metadata_from_field({name:?}) is given twice"));
+        }
+        self.metadata_fields.push(name);
+        self
+    }
+
+    fn check_label_name(&self, name: &str, what: &str) -> std::result::Result<(), String> {
+        if !labels::valid_name(name) || name.len() > MAX_LABEL_NAME {
+            return Err(format!(
+                "{what}({name:?}): a label name must match [A-Za-z_][A-Za-z0-9_]* (at most {MAX_LABEL_NAME} bytes)"
+            ));
+        }
+        if name.starts_with("__") {
+            return Err(format!(
+                "{what}({name:?}): names starting with __ are reserved by Loki"
+            ));
+        }
+        let taken = self.labels.iter().any(|(n, _)| n == name)
+            || self.label_fields.iter().any(|n| n == name);
+        if taken {
+            return Err(format!("{what}({name:?}): the label name is already used"));
+        }
+        Ok(())
+    }
+
+    /// The most distinct label sets made by [`label_from_field`](Self::label_from_field)
+    /// over the sink's life. A record that would make one more is dropped, reported with
+    /// reason `too_many_streams`, so a high-cardinality field cannot flood Loki with streams.
+    /// By default, 1000.
+    pub fn max_streams(mut self, streams: usize) -> Self {
+        self.max_streams = streams;
+        self
+    }
+
+    /// Sends `X-Scope-OrgID: tenant` (Loki multi-tenancy). By default, no tenant header.
+    /// Allowed: ASCII letters, digits and `!-_.*'()`, at most 150 bytes, not `.` or `..`.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        let tenant = tenant.into();
+        let ok = |b: u8| b.is_ascii_alphanumeric() || b"!-_.*'()".contains(&b);
+        if tenant.is_empty()
+            || tenant.len() > 150
+            || !tenant.bytes().all(ok)
+            || tenant == "."
+            || tenant == ".."
+        {
+            self.fail(format!(
+                "tenant({tenant:?}): Loki accepts 1 to 150 of the characters A-Z a-z 0-9 ! - _ . * ' ( ), and not . or .."
+            ));
+        }
+        self.http.tenant = Some(tenant);
+        self
+    }
+
+    /// HTTP basic auth (replaces any bearer token). By default, no authentication. The
+    /// password never appears in Debug output, events or errors. Credentials in the URL
+    /// (`https://user:pass@host`) are used the same way.
+    pub fn basic_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.http.auth = Auth::Basic {
+            user: user.into(),
+            password: Secret(password.into()),
+        };
+        self
+    }
+
+    /// `Authorization: Bearer <token>` (replaces any basic auth). By default, no
+    /// authentication. The token never appears in Debug output, events or errors.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.http.auth = Auth::Bearer(Secret(token.into()));
+        self
+    }
+
+    /// Adds a header to every request. By default, none besides the sink's own. Use
+    /// [`secret_header`](Self::secret_header) for a value that must stay hidden, and
+    /// [`tenant`](Self::tenant) and the auth methods for those headers.
+    pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.add_header(&name.into(), value.into(), false)
+    }
+
+    /// Adds a header whose value never appears in Debug output, events or errors (an API
+    /// key, say).
+    pub fn secret_header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.add_header(&name.into(), value.into(), true)
+    }
+
+    fn add_header(mut self, name: &str, value: String, secret: bool) -> Self {
+        let lower = name.to_ascii_lowercase();
+        if RESERVED.contains(&lower.as_str()) {
+            self.fail(format!(
+                "header({name:?}): the sink sets this header itself"
+            ));
+        } else if lower == "x-scope-orgid" {
+            self.fail(format!(
+                "header({name:?}): use tenant() for the tenant header"
+            ));
+        } else if lower == "authorization" && !secret {
+            self.fail(format!(
+                "header({name:?}): use basic_auth(), bearer_token() or secret_header()"
+            ));
+        }
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => self.http.headers.push(ExtraHeader {
+                name,
+                value: Secret(value),
+                secret,
+            }),
+            Err(_) => self.fail(format!("header({name:?}): not a valid HTTP header name")),
+        }
+        self
+    }
+
+    /// Trusts extra root certificates (PEM, one or a bundle) for HTTPS, besides the built-in Mozilla roots:
+    /// for a Loki behind a private CA. By default, the built-in roots only.
+    pub fn root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        match reqwest::Certificate::from_pem_bundle(pem.as_ref()) {
+            Ok(certs) if !certs.is_empty() => self.http.roots.extend(certs),
+            _ => self.fail("root_certificate_pem: no PEM certificate found".to_owned()),
+        }
+        self
+    }
+
+    /// The request encoding. By default, [`Encoding::Protobuf`] (snappy).
+    pub fn encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// What each entry's line holds. By default, [`LineFormat::Json`].
+    pub fn line_format(mut self, format: LineFormat) -> Self {
+        self.line_format = format;
+        self
+    }
+
+    /// The longest line sent, in bytes. By default, 262,144 (256 KiB, Loki's default limit).
+    /// At least 64, and at most half of [`batch_max_bytes`](Self::batch_max_bytes).
+    pub fn max_line_bytes(mut self, bytes: usize) -> Self {
+        self.max_line_bytes = bytes;
+        self
+    }
+
+    /// What happens to longer lines. By default, [`LongLines::Truncate`].
+    pub fn long_lines(mut self, policy: LongLines) -> Self {
+        self.long_lines = policy;
+        self
+    }
+
+    /// The most entries in one request. By default, 65,536.
+    pub fn batch_max_entries(mut self, entries: usize) -> Self {
+        self.batch_max_entries = entries;
+        self
+    }
+
+    /// The largest request body on the wire, in bytes: never exceeded, even when a backlog
+    /// is pushed after an outage. By default, 1,048,576 (1 MiB). At least 1024.
+    pub fn batch_max_bytes(mut self, bytes: usize) -> Self {
+        self.batch_max_bytes = bytes;
+        self
+    }
+
+    /// How long the first entry of a batch waits for others before the batch is sent. By
+    /// default, 1 s. A full batch or a `flush()` sends at once.
+    pub fn batch_wait(mut self, wait: Duration) -> Self {
+        self.batch_wait = wait;
+        self
+    }
+
+    /// The timeout of each request (connecting, sending, and reading the response); a
+    /// timed-out request is retried. By default, 10 s. Must not be zero.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// The first retry's backoff: retry `n` waits a random time in `[min·2^(n−1), min·2^n)`,
+    /// capped at [`max_backoff`](Self::max_backoff). By default, 500 ms. Must not be zero.
+    pub fn min_backoff(mut self, backoff: Duration) -> Self {
+        self.retry.min_backoff = backoff;
+        self
+    }
+
+    /// The longest backoff. By default, 5 min. At least [`min_backoff`](Self::min_backoff).
+    pub fn max_backoff(mut self, backoff: Duration) -> Self {
+        self.retry.max_backoff = backoff;
+        self
+    }
+
+    /// Retries after the first attempt (so `max_retries + 1` attempts in all) before a
+    /// request is dropped with reason `retries_exhausted`. By default, 10.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.retry.max_retries = retries;
+        self
+    }
+
+    /// The longest `Retry-After` honoured: a longer one waits this long. By default, 5 min.
+    pub fn max_retry_after(mut self, cap: Duration) -> Self {
+        self.retry.max_retry_after = cap;
+        self
+    }
+
+    /// What a full queue does with a new record. By default, [`OverflowPolicy::DropNewest`].
+    pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
+        self.overflow = policy;
+        self
+    }
+
+    /// The most records queued (waiting for a batch). By default, 65,536.
+    pub fn queue_capacity(mut self, records: usize) -> Self {
+        self.queue_capacity = records;
+        self
+    }
+
+    /// The most memory queued records may take, in bytes (each record's size in memory,
+    /// heap included). The sink's memory is bounded by this plus about twice
+    /// [`batch_max_bytes`](Self::batch_max_bytes). By default, 64 MiB.
+    pub fn queue_max_bytes(mut self, bytes: usize) -> Self {
+        self.queue_max_bytes = bytes;
+        self
+    }
+
+    /// Checks the configuration, sets up the HTTP client and starts the sink's worker
+    /// thread. Needs no tokio runtime and makes no connection.
+    ///
+    /// # Errors
+    ///
+    /// A [`Config`](crate::ErrorKind::Config) error for the first unusable setting, saying
+    /// what to change; an [`Io`](crate::ErrorKind::Io) error when the worker thread cannot
+    /// start.
+    pub fn build(mut self) -> Result<LokiSink> {
+        let url = self.push_url();
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let url = url?;
+        self.validate()?;
+        let id = SinkId::new(self.name.as_deref().unwrap_or("loki"));
+        let config = self.worker_config(url)?;
+        let (producer, consumer) = queue(
+            id.clone(),
+            QueueConfig {
+                max_records: self.queue_capacity,
+                max_bytes: self.queue_max_bytes,
+                policy: self.overflow,
+            },
+        );
+        spawn_worker(&id, worker::run(consumer, config))?;
+        Ok(LokiSink::new(producer))
+    }
+
+    /// The push URL; credentials in it become basic auth (unless auth is set) and are
+    /// removed from it.
+    fn push_url(&mut self) -> Result<reqwest::Url> {
+        let mut url = reqwest::Url::parse(&self.url).map_err(|e| {
+            Error::config(format!(
+                "the Loki URL {:?} does not parse; expected e.g. http://loki:3100",
+                redact_url(&self.url)
+            ))
+            .with_source(e)
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::config(format!(
+                "the Loki URL must be http:// or https://, not {}://",
+                url.scheme()
+            )));
+        }
+        if !url.username().is_empty() && matches!(self.http.auth, Auth::None) {
+            self.http.auth = Auth::Basic {
+                user: url.username().to_owned(),
+                password: Secret(url.password().unwrap_or_default().to_owned()),
+            };
+        }
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        if !url.path().ends_with(PUSH_PATH) {
+            let path = format!("{}{PUSH_PATH}", url.path().trim_end_matches('/'));
+            url.set_path(&path);
+        }
+        Ok(url)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let has_value = self.labels.iter().any(|(_, v)| !v.is_empty());
+        let names = self.labels.iter().map(|(n, _)| n).chain(&self.label_fields);
+        let counted = names.filter(|n| *n != "service_name").count();
+        let problem = if !has_value {
+            Some("at least one static label with a value is required (Loki rejects a stream without labels): add .label(\"service_name\", \"my-app\")".to_owned())
+        } else if counted > MAX_LABEL_NAMES {
+            Some(format!(
+                "{counted} label names; Loki accepts at most {MAX_LABEL_NAMES} per stream"
+            ))
+        } else if self.metadata_fields.len() > labels::MAX_METADATA_PAIRS {
+            Some(format!(
+                "{} metadata fields; Loki accepts at most {} per entry",
+                self.metadata_fields.len(),
+                labels::MAX_METADATA_PAIRS
+            ))
+        } else {
+            self.check_limits()
+        };
+        problem.map_or(Ok(()), |p| Err(Error::config(p)))
+    }
+
+    fn check_limits(&self) -> Option<String> {
+        let r = &self.retry;
+        let checks = [
+            (
+                self.batch_max_bytes < 1024,
+                "batch_max_bytes must be at least 1024",
+            ),
+            (
+                self.max_line_bytes < 64 || self.max_line_bytes > self.batch_max_bytes / 2,
+                "max_line_bytes must be between 64 and half of batch_max_bytes",
+            ),
+            (
+                self.batch_max_entries == 0,
+                "batch_max_entries must be at least 1",
+            ),
+            (
+                self.request_timeout.is_zero(),
+                "request_timeout must not be zero",
+            ),
+            (r.min_backoff.is_zero(), "min_backoff must not be zero"),
+            (
+                r.max_backoff < r.min_backoff,
+                "max_backoff must be at least min_backoff",
+            ),
+            (
+                self.queue_capacity == 0 || self.queue_max_bytes == 0,
+                "queue_capacity and queue_max_bytes must not be zero",
+            ),
+            (
+                self.max_streams == 0 && !self.label_fields.is_empty(),
+                "max_streams must be at least 1 with label_from_field",
+            ),
+        ];
+        checks
+            .iter()
+            .find(|(bad, _)| *bad)
+            .map(|(_, m)| (*m).to_owned())
+    }
+
+    fn worker_config(&self, url: reqwest::Url) -> Result<Config> {
+        Ok(Config {
+            client: self.http.client(self.encoding, self.request_timeout)?,
+            url,
+            encoding: self.encoding,
+            max_entries: self.batch_max_entries,
+            max_bytes: self.batch_max_bytes,
+            wait: self.batch_wait,
+            timeout: self.request_timeout,
+            retry: self.retry,
+            lines: Lines {
+                format: self.line_format,
+                max_bytes: self.max_line_bytes.max(TRUNCATION_MARKER.len()),
+                long: self.long_lines,
+            },
+            labeler: Labeler::new(
+                self.labels.clone(),
+                self.label_fields.clone(),
+                self.metadata_fields.clone(),
+                self.max_streams,
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> LokiSinkBuilder {
+        LokiSinkBuilder::new("http://127.0.0.1:3100".into()).label("app", "demo")
+    }
+
+    fn err(b: LokiSinkBuilder) -> String {
+        let e = b.build().unwrap_err();
+        assert!(e.is_config(), "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn the_push_path_is_added_to_a_base_url() {
+        let mut b = LokiSinkBuilder::new("http://h:3100".into());
+        assert_eq!(
+            b.push_url().unwrap().as_str(),
+            "http://h:3100/loki/api/v1/push"
+        );
+        let mut b = LokiSinkBuilder::new("http://h/gw/".into());
+        assert_eq!(
+            b.push_url().unwrap().as_str(),
+            "http://h/gw/loki/api/v1/push"
+        );
+        let mut b = LokiSinkBuilder::new("http://h/loki/api/v1/push".into());
+        assert_eq!(b.push_url().unwrap().as_str(), "http://h/loki/api/v1/push");
+    }
+
+    #[test]
+    fn credentials_in_the_url_become_basic_auth() {
+        let mut b = LokiSinkBuilder::new("https://u:p4ss@h".into());
+        let url = b.push_url().unwrap();
+        assert!(!url.as_str().contains("p4ss"));
+        assert!(matches!(b.http.auth, Auth::Basic { ref user, .. } if user == "u"));
+        assert!(!format!("{b:?}").contains("p4ss"));
+    }
+
+    #[test]
+    fn the_first_bad_setting_is_reported() {
+        let e = err(base().label("9bad", "x").tenant("a/b"));
+        assert!(e.contains("9bad"), "{e}");
+    }
+
+    #[test]
+    fn bad_settings_are_explained() {
+        assert!(err(LokiSinkBuilder::new("ftp://h".into()).label("a", "b")).contains("http"));
+        assert!(err(LokiSinkBuilder::new("http://h".into())).contains("static label"));
+        assert!(err(base().label("__x", "y")).contains("reserved"));
+        assert!(err(base().label_from_field("app")).contains("already used"));
+        assert!(err(base().tenant("..")).contains("tenant"));
+        assert!(err(base().header("Content-Type", "x")).contains("sets this header"));
+        assert!(err(base().header("X-Scope-OrgID", "x")).contains("tenant()"));
+        assert!(err(base().max_line_bytes(10)).contains("max_line_bytes"));
+        assert!(err(base().request_timeout(Duration::ZERO)).contains("request_timeout"));
+        assert!(err(base().root_certificate_pem("nope")).contains("PEM"));
+    }
+
+    #[test]
+    fn too_many_label_names_are_refused() {
+        let mut b = base();
+        for i in 0..15 {
+            b = b.label_from_field(format!("f{i}"));
+        }
+        assert!(err(b).contains("at most 15"));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_errors_and_debug() {
+        let e = err(base().secret_header("X-Key", "bad\nsecret"));
+        assert!(!e.contains("secret"), "{e}");
+        let b = base()
+            .bearer_token("tok3n")
+            .secret_header("X-Key", "k3y")
+            .basic_auth("u", "pw0rd");
+        let dbg = format!("{b:?}");
+        for s in ["tok3n", "k3y", "pw0rd"] {
+            assert!(!dbg.contains(s), "{dbg}");
+        }
+    }
+}

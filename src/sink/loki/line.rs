@@ -1,0 +1,114 @@
+//! Entry lines: what a record's line holds, and what happens to one that is too long.
+
+use super::labels::truncate_at_char;
+use super::{LineFormat, LongLines};
+use crate::Record;
+
+/// Appended to a truncated line.
+pub(crate) const TRUNCATION_MARKER: &str = "…[truncated]";
+
+/// How records become lines.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lines {
+    pub(crate) format: LineFormat,
+    pub(crate) max_bytes: usize,
+    pub(crate) long: LongLines,
+}
+
+impl Lines {
+    /// The record's line, or `None` when it is too long and such lines are dropped.
+    #[cfg(test)]
+    pub(crate) fn render(&self, record: &mut Record) -> Option<String> {
+        self.render_counted(record).map(|(line, _)| line)
+    }
+
+    /// The record's line and the bytes cut off it (0 unless it was truncated), or `None`
+    /// when it is too long and such lines are dropped.
+    pub(crate) fn render_counted(&self, record: &mut Record) -> Option<(String, usize)> {
+        let mut line = match self.format {
+            LineFormat::Json => json_line(record),
+            LineFormat::Message => std::mem::take(&mut record.message),
+        };
+        if line.len() <= self.max_bytes {
+            return Some((line, 0));
+        }
+        match self.long {
+            LongLines::Drop => None,
+            LongLines::Truncate => {
+                let before = line.len();
+                truncate_at_char(&mut line, self.max_bytes - TRUNCATION_MARKER.len());
+                let cut = before - line.len();
+                line.push_str(TRUNCATION_MARKER);
+                Some((line, cut))
+            }
+        }
+    }
+}
+
+/// The record as JSON, as [`Record::write_json`] writes it but without the timestamp: the
+/// entry carries the same time, to the nanosecond, and repeating it costs bytes on the wire.
+fn json_line(record: &Record) -> String {
+    let mut out = Vec::with_capacity(record.message.len() + 64 * (record.fields.len() + 1));
+    record.write_json_untimed(&mut out);
+    // Everything written is UTF-8 (escaped strings and ASCII).
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    fn lines(max: usize, long: LongLines) -> Lines {
+        Lines {
+            format: LineFormat::Message,
+            max_bytes: max,
+            long,
+        }
+    }
+
+    #[test]
+    fn short_lines_pass_unchanged() {
+        let mut r = Record::new(Level::INFO, "hello");
+        assert_eq!(
+            lines(64, LongLines::Truncate).render(&mut r).unwrap(),
+            "hello"
+        );
+    }
+
+    #[test]
+    fn long_lines_are_truncated_with_a_marker_within_the_limit() {
+        let mut r = Record::new(Level::INFO, "é".repeat(100));
+        let line = lines(64, LongLines::Truncate).render(&mut r).unwrap();
+        assert!(line.len() <= 64, "{}", line.len());
+        assert!(line.ends_with(TRUNCATION_MARKER));
+    }
+
+    #[test]
+    fn long_lines_are_dropped_when_configured() {
+        let mut r = Record::new(Level::INFO, "x".repeat(65));
+        assert!(lines(64, LongLines::Drop).render(&mut r).is_none());
+    }
+
+    #[test]
+    fn json_lines_are_the_record_without_its_timestamp() {
+        let mut r = Record::new(Level::WARN, "m\n")
+            .with_target("app::x")
+            .with_field("n", 1_u64)
+            .with_field("s", "q\"");
+        r.line = Some(7);
+        let l = Lines {
+            format: LineFormat::Json,
+            max_bytes: 1024,
+            long: LongLines::Drop,
+        };
+        let v: serde_json::Value = serde_json::from_str(&l.render(&mut r).unwrap()).unwrap();
+        assert_eq!(v["message"], "m\n");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["target"], "app::x");
+        assert_eq!(v["fields"]["n"], 1);
+        assert_eq!(v["fields"]["s"], "q\"");
+        assert_eq!(v["line"], 7);
+        assert!(v.get("timestamp").is_none());
+    }
+}

@@ -1,0 +1,341 @@
+//! The Grafana Loki push sink: batches records into push requests, retries what Loki asks to
+//! be retried, never resends what it rejected, bounds its memory, and reports every outcome
+//! as an event (see [`events`](crate::events)).
+//!
+//! Behaviour toward Loki follows its push API and its reference clients (Promtail, Alloy):
+//! protobuf + snappy by default, labels in Loki's grammar with Go-compatible quoting, entry
+//! timestamps from each record's own time, 429/5xx/transport errors retried with jittered
+//! exponential backoff (and `Retry-After` honoured), other 4xx final. Every record accepted
+//! ends up delivered or reported dropped: see [`SinkStats`] and `docs/loki-sink.md`.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use sinkwatch::sink::loki::LokiSink;
+//! use sinkwatch::Record;
+//! use tracing::Level;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sink = LokiSink::builder("http://127.0.0.1:3100")
+//!     .label("service_name", "checkout")
+//!     .label_from_field("level")
+//!     .metadata_from_field("trace_id")
+//!     .tenant("team-a")
+//!     .build()?;
+//! sink.try_write(Record::new(Level::INFO, "order placed").with_field("trace_id", "4bf92f35"))?;
+//! // Nothing listens on that port here: the shutdown gives up at its deadline and reports
+//! // the record dropped.
+//! let report = sink.shutdown_blocking(Duration::from_millis(100));
+//! assert_eq!(report.stats.accepted, report.stats.delivered + report.stats.dropped);
+//! # Ok(())
+//! # }
+//! ```
+
+mod batch;
+mod builder;
+mod encode;
+mod http;
+mod labels;
+mod line;
+mod retry;
+mod worker;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+pub use builder::LokiSinkBuilder;
+
+use crate::events::SinkId;
+use crate::sink::{BoxFuture, Sink};
+use crate::worker::Producer;
+use crate::{Record, Result, ShutdownReport, SinkStats};
+
+/// How push requests are encoded.
+///
+/// # Examples
+///
+/// ```
+/// use sinkwatch::sink::loki::{Encoding, LokiSink};
+///
+/// let builder = LokiSink::builder("http://loki:3100").encoding(Encoding::JsonGzip);
+/// # drop(builder);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Encoding {
+    /// Protobuf `PushRequest`, snappy block compressed (`Content-Type:
+    /// application/x-protobuf`, `Content-Encoding: snappy`), as Promtail and Alloy send.
+    /// The default, and the smallest on the wire.
+    #[default]
+    Protobuf,
+    /// JSON (`application/json`), uncompressed: easy to read in a proxy's logs.
+    Json,
+    /// JSON compressed with gzip (`Content-Encoding: gzip`).
+    JsonGzip,
+}
+
+/// What an entry's line is made of.
+///
+/// # Examples
+///
+/// ```
+/// use sinkwatch::sink::loki::{LineFormat, LokiSink};
+///
+/// let builder = LokiSink::builder("http://loki:3100").line_format(LineFormat::Message);
+/// # drop(builder);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LineFormat {
+    /// The whole record as one JSON object, as [`Record::write_json`] writes it but
+    /// without the timestamp (the entry's own timestamp is the record's time): query it
+    /// with `LogQL`'s `| json`. The default.
+    #[default]
+    Json,
+    /// The record's message alone; fields reach Loki only as labels or structured metadata.
+    Message,
+}
+
+/// What happens to a line longer than the limit (Loki rejects lines over 256 KiB by
+/// default).
+///
+/// # Examples
+///
+/// ```
+/// use sinkwatch::sink::loki::{LokiSink, LongLines};
+///
+/// let builder = LokiSink::builder("http://loki:3100").long_lines(LongLines::Drop);
+/// # drop(builder);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LongLines {
+    /// Cut the line at a character boundary and end it with `…[truncated]`, within the
+    /// limit. The default.
+    #[default]
+    Truncate,
+    /// Drop the record, reported by `records_dropped` with reason `line_too_long`.
+    Drop,
+}
+
+/// The Loki push sink's handle.
+///
+/// Cheap to clone; every clone feeds the same worker, which runs on its own thread. The
+/// worker pushes what is queued and stops when every clone is dropped (dropping never
+/// blocks), or at [`shutdown`](LokiSink::shutdown).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sinkwatch::sink::loki::LokiSink;
+/// use sinkwatch::Record;
+/// use tracing::Level;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sink = LokiSink::builder("http://127.0.0.1:9")
+///     .label("app", "demo")
+///     .build()?;
+/// sink.try_write(Record::new(Level::WARN, "disk almost full"))?;
+/// assert_eq!(sink.stats().accepted, 1);
+/// sink.shutdown_blocking(Duration::from_millis(50));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct LokiSink {
+    producer: Producer<Record>,
+}
+
+impl fmt::Debug for LokiSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LokiSink")
+            .field("id", self.producer.id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The memory a queued record takes, counted against the queue's byte bound: the record
+/// itself, its heap allocations, and the queue slot.
+fn footprint(record: &Record) -> usize {
+    use std::borrow::Cow;
+    use std::mem::size_of;
+    let cow = |c: &Cow<'static, str>| match c {
+        Cow::Owned(s) => s.capacity(),
+        Cow::Borrowed(_) => 0,
+    };
+    let value = |v: &crate::Value| match v {
+        crate::Value::Str(s) => cow(s),
+        _ => 0,
+    };
+    let fields = |f: &[(Cow<'static, str>, crate::Value)]| -> usize {
+        f.iter().map(|(n, v)| cow(n) + value(v)).sum()
+    };
+    let field_slot = size_of::<(Cow<'static, str>, crate::Value)>();
+    let spans: usize = record
+        .spans
+        .iter()
+        .map(|s| {
+            size_of::<crate::SpanInfo>() + s.fields.capacity() * field_slot + fields(&s.fields)
+        })
+        .sum();
+    size_of::<Record>()
+        + 2 * size_of::<usize>()
+        + record.message.capacity()
+        + cow(&record.target)
+        + record.fields.capacity() * field_slot
+        + fields(&record.fields)
+        + spans
+}
+
+impl LokiSink {
+    /// Starts configuring a sink pushing to `url`: Loki's base URL (`http://loki:3100`, the
+    /// push path is added) or the full push URL (`…/loki/api/v1/push`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sinkwatch::sink::loki::LokiSink;
+    ///
+    /// let sink = LokiSink::builder("http://loki:3100").label("app", "demo").build()?;
+    /// assert!(sink.id().as_str().starts_with("loki-"));
+    /// # Ok::<(), sinkwatch::Error>(())
+    /// ```
+    pub fn builder(url: impl Into<String>) -> LokiSinkBuilder {
+        LokiSinkBuilder::new(url.into())
+    }
+
+    fn new(producer: Producer<Record>) -> Self {
+        LokiSink { producer }
+    }
+
+    /// The sink's unique id, as its events carry it.
+    pub fn id(&self) -> &SinkId {
+        self.producer.id()
+    }
+
+    /// The sink's counters: `accepted == delivered + dropped` whenever nothing is queued or
+    /// in flight (after [`flush`](Self::flush) or shutdown).
+    pub fn stats(&self) -> SinkStats {
+        self.producer.stats()
+    }
+
+    /// Queues a record without ever blocking: a full queue applies the overflow policy
+    /// (under [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait) it drops the new record,
+    /// as `DropNewest` does), reported by a `records_dropped` event.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down (the record is
+    /// counted dropped, reason `closed`).
+    pub fn try_write(&self, record: Record) -> Result<()> {
+        let size = footprint(&record);
+        self.producer.try_push(record, size)
+    }
+
+    /// Queues a record; under [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait) a full
+    /// queue blocks this thread until there is room (do not call it from async code with
+    /// that policy: use [`write_async`](Self::write_async)). Other policies never block.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down.
+    pub fn write(&self, record: Record) -> Result<()> {
+        let size = footprint(&record);
+        self.producer.push_blocking(record, size)
+    }
+
+    /// Queues a record, waiting asynchronously for room under
+    /// [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait).
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down.
+    ///
+    /// # Cancel safety
+    ///
+    /// If cancelled while waiting for room, the record is not queued; it stays counted as
+    /// accepted but is never delivered or reported, so prefer not to cancel it.
+    pub async fn write_async(&self, record: Record) -> Result<()> {
+        let size = footprint(&record);
+        self.producer.push_async(record, size).await
+    }
+
+    /// Resolves once every record accepted before the call has been pushed (2xx) or
+    /// reported dropped. The pending batch is sent at once, without waiting for the batch
+    /// timer; a push in retry is waited for, so this can take as long as the retry policy.
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`](crate::ErrorKind::Closed) if the sink stopped before the flush completed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the flush still happens; only the wait is abandoned.
+    pub async fn flush(&self) -> Result<()> {
+        self.producer.flush().await
+    }
+
+    /// Stops accepting records, pushes what is queued until `timeout` has passed (cutting a
+    /// backoff or a request in flight at the deadline), reports the rest dropped (reason
+    /// `shutdown`), and resolves when the worker has stopped (or shortly after the deadline
+    /// if it cannot).
+    ///
+    /// An entry in a request cut at the deadline is reported dropped even though Loki may
+    /// have stored it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the shutdown proceeds; only the wait is abandoned.
+    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        self.producer.shutdown(Instant::now() + timeout).await
+    }
+
+    /// [`shutdown`](Self::shutdown) for synchronous code: blocks the calling thread.
+    pub fn shutdown_blocking(&self, timeout: Duration) -> ShutdownReport {
+        self.producer.shutdown_blocking(Instant::now() + timeout)
+    }
+}
+
+impl Sink for LokiSink {
+    fn id(&self) -> &SinkId {
+        self.producer.id()
+    }
+
+    fn try_write(&self, record: Record) {
+        // Refusals are counted and reported by the worker.
+        let _ = LokiSink::try_write(self, record);
+    }
+
+    fn stats(&self) -> SinkStats {
+        self.producer.stats()
+    }
+
+    fn flush(&self) -> BoxFuture<Result<()>> {
+        Box::pin(self.producer.flush())
+    }
+
+    fn shutdown(&self, deadline: Instant) -> BoxFuture<ShutdownReport> {
+        let producer = self.producer.clone();
+        Box::pin(async move { producer.shutdown(deadline).await })
+    }
+
+    fn shutdown_blocking(&self, deadline: Instant) -> ShutdownReport {
+        self.producer.shutdown_blocking(deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn footprint_counts_owned_text() {
+        let small = Record::new(Level::INFO, "m");
+        let big = Record::new(Level::INFO, "m").with_field("pad", "x".repeat(1000));
+        assert!(footprint(&big) >= footprint(&small) + 1000);
+        assert!(footprint(&small) >= std::mem::size_of::<Record>());
+    }
+}
