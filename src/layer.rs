@@ -111,10 +111,16 @@ impl SinkLayer {
         let meta = event.metadata();
         let mut visitor = EventVisitor::default();
         event.record(&mut visitor);
+        // A `log` record bridged by tracing-log has the target `log`; its real target is
+        // in the field `log.target`.
+        let target = match visitor.log_target.take() {
+            Some(t) if meta.target() == "log" => Cow::Owned(t),
+            _ => Cow::Borrowed(meta.target()),
+        };
         Record {
             time: SystemTime::now(),
             level: *meta.level(),
-            target: Cow::Borrowed(meta.target()),
+            target,
             message: visitor.message,
             fields: visitor.fields,
             spans: if self.spans {
@@ -232,6 +238,7 @@ where
 struct EventVisitor {
     message: String,
     fields: Vec<(Cow<'static, str>, Value)>,
+    log_target: Option<String>,
 }
 
 impl EventVisitor {
@@ -260,7 +267,9 @@ impl Visit for EventVisitor {
         self.push(field, Value::I64(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.push(field, Value::U64(value));
+        if field.name() != "log.line" {
+            self.push(field, Value::U64(value));
+        }
     }
     fn record_i128(&mut self, field: &Field, value: i128) {
         self.push(field, Value::I128(value));
@@ -272,10 +281,12 @@ impl Visit for EventVisitor {
         self.push(field, Value::Bool(value));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            value.clone_into(&mut self.message);
-        } else {
-            self.push(field, Value::Str(Cow::Owned(value.to_owned())));
+        match field.name() {
+            "message" => value.clone_into(&mut self.message),
+            "log.target" => self.log_target = Some(value.to_owned()),
+            // The rest of tracing-log's bookkeeping for bridged `log` records.
+            "log.module_path" | "log.file" => {}
+            _ => self.push(field, Value::Str(Cow::Owned(value.to_owned()))),
         }
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
