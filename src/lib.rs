@@ -39,6 +39,6 @@ pub use sink::Sink;
 pub use worker::{OverflowPolicy, ShutdownReport, SinkStats};
 
 /// The README's examples, compiled as doc tests so they cannot rot.
-#[cfg(all(doctest, feature = "testing"))]
+#[cfg(all(doctest, feature = "testing", feature = "file", feature = "loki"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
