@@ -265,6 +265,15 @@ schema! {
         BYTES = bytes: u64,
     }
 
+    /// Retention could not remove a rotated file, or could not list the directory; the
+    /// file stays and the next pass tries again.
+    retention_failed: ERROR {
+        /// The file (or directory) concerned.
+        PATH = path: str,
+        /// The OS error.
+        ERROR = error: str,
+    }
+
     /// A rotated file was compressed: the archive is complete and the plain file removed.
     compression_complete: INFO {
         /// The plain file that was compressed (now removed).
@@ -297,6 +306,15 @@ schema! {
         RECORDS = records: u64,
         /// Bytes lost by this failure.
         BYTES = bytes: u64,
+    }
+
+    /// Asking the OS to put written data on the device (`fsync`, per the sink's policy)
+    /// failed: the records were written to the OS but may not survive a power loss.
+    sync_failed: ERROR {
+        /// The file being synced.
+        PATH = path: str,
+        /// The OS error.
+        ERROR = error: str,
     }
 
     /// The active file was missing or replaced (deleted or moved away) and has been reopened.
