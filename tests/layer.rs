@@ -152,3 +152,28 @@ async fn a_full_queue_never_blocks_the_caller_and_every_drop_is_reported() {
         .sum();
     assert_eq!(reported, stats.dropped);
 }
+
+#[tokio::test]
+async fn composes_with_env_filter_and_the_fmt_layer() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileSink::builder(dir.path()).build().unwrap();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new(
+            "warn,layer::chatty=debug",
+        ))
+        .with(tracing_subscriber::fmt::layer().with_test_writer())
+        .with(SinkLayer::new(file.clone()));
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!("filtered out");
+        tracing::warn!("kept");
+        tracing::debug!(target: "layer::chatty", "kept by its directive");
+        tracing::trace!(target: "layer::chatty", "filtered out");
+    });
+    file.flush().await.unwrap();
+    let kept: Vec<_> = lines(file.active_path())
+        .iter()
+        .map(|r| r["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kept, ["kept", "kept by its directive"]);
+}
