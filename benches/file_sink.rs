@@ -8,15 +8,19 @@
 //! - `appender`: `info!` through tracing-subscriber's fmt JSON layer over tracing-appender's
 //!   `non_blocking` (lossless) and its rolling appender;
 //! - `sinkwatch`: `FileSink::write` (`Wait` policy), size rotation every 10 MiB;
-//! - `sinkwatch+gzip`: the same with background gzip compression.
+//! - `sinkwatch+gzip`: the same with background gzip compression at the default level;
+//! - `sinkwatch+gzip6`: the same at level 6 (zlib's usual default), for the speed/size
+//!   trade-off.
+//!
+//! The gzip scenarios also report the archives' total size once compression has drained.
 //!
 //! Throughput counts until every record reached the OS (the worker flushed). Caller-side
 //! latency covers building the record and handing it over. In the gzip scenario it is also
 //! split by whether a compression was running at the time (rotation done, archive not yet).
 //!
 //! Run: `cargo bench --bench file_sink --all-features`. Prints figures; asserts nothing.
-//! `SINKWATCH_BENCH_RUNS` (default 3) runs of each scenario; the median by throughput is
-//! shown.
+//! `SINKWATCH_BENCH_RUNS` (default 3) rounds of every scenario in turn; each scenario's
+//! median by throughput is shown.
 
 use std::io::{BufWriter, Write as _};
 use std::process::Command;
@@ -31,7 +35,13 @@ use tracing_subscriber::layer::SubscriberExt as _;
 
 const LONG: &str = "a sixty character string value for the fifth field of events";
 const SCENARIO_VAR: &str = "SINKWATCH_BENCH_SCENARIO";
-const SCENARIOS: [&str; 4] = ["floor", "appender", "sinkwatch", "sinkwatch+gzip"];
+const SCENARIOS: [&str; 5] = [
+    "floor",
+    "appender",
+    "sinkwatch",
+    "sinkwatch+gzip",
+    "sinkwatch+gzip6",
+];
 const ROTATE_AT: u64 = 10 * 1024 * 1024;
 
 fn main() {
@@ -43,11 +53,18 @@ fn main() {
     }
     let runs = env_number("SINKWATCH_BENCH_RUNS", 3).max(1);
     println!("file sink benchmark: {n} records of ~230 bytes, {runs} run(s) per scenario, median shown\n");
+    // Rounds of every scenario in turn, so a change in the shared machine's load during the
+    // benchmark falls on every scenario alike.
+    let mut all: Vec<Vec<Figures>> = SCENARIOS.iter().map(|_| Vec::new()).collect();
+    for _ in 0..runs {
+        for (scenario, figures) in SCENARIOS.iter().zip(&mut all) {
+            figures.push(in_subprocess(scenario, n));
+        }
+    }
     let mut results = Vec::new();
-    for scenario in SCENARIOS {
-        let mut all: Vec<Figures> = (0..runs).map(|_| in_subprocess(scenario, n)).collect();
-        all.sort_by(|a, b| a.rate.total_cmp(&b.rate));
-        let median = all.swap_remove(all.len() / 2);
+    for (scenario, mut figures) in SCENARIOS.iter().zip(all) {
+        figures.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        let median = figures.swap_remove(figures.len() / 2);
         median.print(scenario);
         results.push(median);
     }
@@ -74,12 +91,17 @@ struct Figures {
     rotations: u64,
     peak_kib: u64,
     drain_ms: u64,
+    /// Gzip scenarios only: bytes written before compression, and the archives' total size.
+    plain_bytes: u64,
+    archive_bytes: u64,
+    /// Gzip scenarios only: total time spent compressing, in milliseconds.
+    compress_ms: u64,
 }
 
 impl Figures {
     fn to_line(&self) -> String {
         format!(
-            "{} {} {} {} {} {} {} {} {}",
+            "{} {} {} {} {} {} {} {} {} {} {} {}",
             self.rate,
             self.p50,
             self.p99,
@@ -88,7 +110,10 @@ impl Figures {
             self.during_count,
             self.rotations,
             self.peak_kib,
-            self.drain_ms
+            self.drain_ms,
+            self.plain_bytes,
+            self.archive_bytes,
+            self.compress_ms
         )
     }
 
@@ -109,6 +134,9 @@ impl Figures {
             rotations: u(6),
             peak_kib: u(7),
             drain_ms: u(8),
+            plain_bytes: u(9),
+            archive_bytes: u(10),
+            compress_ms: u(11),
         }
     }
 
@@ -132,6 +160,16 @@ impl Figures {
                 self.drain_ms
             );
         }
+        if self.archive_bytes > 0 {
+            println!(
+                "{:<16} archives {} bytes for {} bytes compressed (ratio {:.3}), {} ms compressing",
+                "",
+                self.archive_bytes,
+                self.plain_bytes,
+                ratio(self.archive_bytes, self.plain_bytes),
+                self.compress_ms
+            );
+        }
     }
 }
 
@@ -141,11 +179,15 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 fn print_ratios(r: &[Figures]) {
-    let [floor, appender, plain, gzip] = r else {
+    let [floor, appender, plain, gzip, gzip6] = r else {
         return;
     };
     println!("\nthroughput ratios:");
-    for (name, f) in [("sinkwatch", plain), ("sinkwatch+gzip", gzip)] {
+    for (name, f) in [
+        ("sinkwatch", plain),
+        ("sinkwatch+gzip", gzip),
+        ("sinkwatch+gzip6", gzip6),
+    ] {
         println!(
             "  {name:<15} {:.2}x tracing-appender (target >= 2), {:.2}x the floor (target >= 0.6)",
             f.rate / appender.rate,
@@ -180,8 +222,9 @@ fn run_scenario(scenario: &str, n: u64) -> Figures {
     let mut figures = match scenario {
         "floor" => floor(dir.path(), n),
         "appender" => appender(dir.path(), n),
-        "sinkwatch" => sinkwatch(dir.path(), n, false),
-        "sinkwatch+gzip" => sinkwatch(dir.path(), n, true),
+        "sinkwatch" => sinkwatch(dir.path(), n, Gzip::Off),
+        "sinkwatch+gzip" => sinkwatch(dir.path(), n, Gzip::DefaultLevel),
+        "sinkwatch+gzip6" => sinkwatch(dir.path(), n, Gzip::Level(6)),
         other => panic!("unknown scenario {other}"),
     };
     figures.peak_kib = peak_rss_kib();
@@ -365,6 +408,21 @@ fn appender(dir: &std::path::Path, n: u64) -> Figures {
 /// Compressions running now: up at `rotation_complete`, down at `compression_complete`.
 static COMPRESSING: AtomicI64 = AtomicI64::new(0);
 static ROTATIONS: AtomicI64 = AtomicI64::new(0);
+/// Total time spent compressing (the `duration_us` of every `compression_complete`).
+static COMPRESS_US: AtomicI64 = AtomicI64::new(0);
+
+/// Reads `duration_us` from a `compression_complete` event.
+struct DurationField(i64);
+
+impl tracing::field::Visit for DurationField {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == sinkwatch::events::compression_complete::DURATION_US {
+            self.0 = i64::try_from(value).unwrap_or(i64::MAX);
+        }
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
 
 /// Follows the sink's own events to know when a compression is running.
 struct Follow {
@@ -384,9 +442,13 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Follow {
                     COMPRESSING.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            n if n == sinkwatch::events::compression_complete::NAME
-                || n == sinkwatch::events::compression_failed::NAME =>
-            {
+            n if n == sinkwatch::events::compression_complete::NAME => {
+                let mut took = DurationField(0);
+                event.record(&mut took);
+                COMPRESS_US.fetch_add(took.0, Ordering::Relaxed);
+                COMPRESSING.fetch_sub(1, Ordering::Relaxed);
+            }
+            n if n == sinkwatch::events::compression_failed::NAME => {
                 COMPRESSING.fetch_sub(1, Ordering::Relaxed);
             }
             _ => {}
@@ -394,19 +456,30 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Follow {
     }
 }
 
-fn sinkwatch(dir: &std::path::Path, n: u64, gzip: bool) -> Figures {
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Follow { gzip }))
-        .expect("the scenario's subscriber");
-    let sink = FileSink::builder(dir)
+/// How the sink scenarios compress.
+#[derive(Clone, Copy)]
+enum Gzip {
+    Off,
+    DefaultLevel,
+    Level(u32),
+}
+
+fn sinkwatch(dir: &std::path::Path, n: u64, gzip: Gzip) -> Figures {
+    let compress = !matches!(gzip, Gzip::Off);
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(Follow { gzip: compress }),
+    )
+    .expect("the scenario's subscriber");
+    let mut builder = FileSink::builder(dir)
         .max_file_size(ROTATE_AT)
-        .compression(if gzip {
-            Compression::Gzip
-        } else {
-            Compression::None
-        })
-        .overflow(OverflowPolicy::Wait)
-        .build()
-        .expect("the sink");
+        .overflow(OverflowPolicy::Wait);
+    if compress {
+        builder = builder.compression(Compression::Gzip);
+    }
+    if let Gzip::Level(level) = gzip {
+        builder = builder.compression_level(level);
+    }
+    let sink = builder.build().expect("the sink");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -431,8 +504,12 @@ fn sinkwatch(dir: &std::path::Path, n: u64, gzip: bool) -> Figures {
     let report = sink.shutdown_blocking(Instant::now() + Duration::from_secs(600));
     let drained = started.elapsed().saturating_sub(elapsed);
     assert_eq!(report.stats.dropped, 0, "the Wait policy drops nothing");
+    let (plain_bytes, archive_bytes) = if compress { archive_sizes(dir) } else { (0, 0) };
     #[allow(clippy::cast_sign_loss)]
     Figures {
+        plain_bytes,
+        archive_bytes,
+        compress_ms: COMPRESS_US.load(Ordering::Relaxed) as u64 / 1000,
         rate: rate(report.stats.delivered, elapsed),
         p50: all.quantile(0.5),
         p99: all.quantile(0.99),
@@ -443,4 +520,20 @@ fn sinkwatch(dir: &std::path::Path, n: u64, gzip: bool) -> Figures {
         drain_ms: u64::try_from(drained.as_millis()).unwrap_or(u64::MAX),
         ..Figures::default()
     }
+}
+
+/// The bytes compressed (from each archive's gzip trailer, which holds the input size
+/// modulo 2^32: a rotated file is 10 MiB) and the archives' total size.
+fn archive_sizes(dir: &std::path::Path) -> (u64, u64) {
+    let (mut plain, mut archived) = (0, 0);
+    for entry in std::fs::read_dir(dir).expect("the bench directory") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_some_and(|e| e == "gz") {
+            let bytes = std::fs::read(&path).expect("an archive");
+            let isize: [u8; 4] = bytes[bytes.len() - 4..].try_into().expect("4 bytes");
+            plain += u64::from(u32::from_le_bytes(isize));
+            archived += bytes.len() as u64;
+        }
+    }
+    (plain, archived)
 }

@@ -288,7 +288,8 @@ schema! {
         DURATION_US = duration_us: u64,
     }
 
-    /// Compressing a rotated file failed; the plain file is kept.
+    /// Compressing a rotated file failed, or was stopped by the shutdown deadline; the
+    /// plain file is kept (and compressed at the next start-up).
     compression_failed: ERROR {
         /// The plain file that was to be compressed.
         SOURCE = source: str,

@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sinkwatch::events::{self, reason, rotation_reason};
-use sinkwatch::sink::file::{Compression, FileSink, ManualClock};
+use sinkwatch::sink::file::{Compression, FileSink, FsOp, FsyncPolicy, ManualClock};
 use sinkwatch::sink::Sink;
 use sinkwatch::testing::{self, CapturedEvent, Matcher};
 use sinkwatch::OverflowPolicy;
@@ -878,4 +878,490 @@ async fn concurrent_writers_through_many_compressed_rotations_lose_and_tear_noth
             "a writer's records are out of order"
         );
     }
+}
+
+fn io_error() -> std::io::Error {
+    std::io::Error::other("injected I/O error")
+}
+
+/// A sink whose syncs all fail, with the given policy.
+fn failing_sync(dir: &std::path::Path, policy: FsyncPolicy) -> FileSink {
+    FileSink::builder(dir)
+        .fsync(policy)
+        .fs_fault_hook(|op, _| match op {
+            FsOp::Sync => Err(io_error()),
+            _ => Ok(()),
+        })
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_sync_on_flush_is_reported_and_the_flush_still_resolves() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = failing_sync(dir.path(), FsyncPolicy::OnFlush);
+    let mut events = testing::watch();
+    sink.try_write(record(0, 0)).unwrap();
+    sink.flush().await.unwrap();
+    let failed = events
+        .wait(Matcher::sink_event(sink.id(), events::sync_failed::NAME))
+        .await
+        .unwrap();
+    assert_eq!(ev_path(&failed, "path"), sink.active_path());
+    assert!(failed.str("error").unwrap().contains("injected"));
+    assert_eq!(seqs(sink.active_path()), vec![0]);
+    sink.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test]
+async fn a_failed_sync_before_rotation_is_reported_and_the_rotation_still_happens() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = failing_sync(dir.path(), FsyncPolicy::OnRotation);
+    let mut events = testing::watch();
+    sink.try_write(record(0, 0)).unwrap();
+    let rotated = sink.rotate().await.unwrap().expect("a rotated file");
+    events
+        .wait(Matcher::sink_event(sink.id(), events::sync_failed::NAME))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&rotated), vec![0]);
+    sink.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test]
+async fn a_failed_sync_at_shutdown_is_reported_before_the_sink_closes() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = failing_sync(dir.path(), FsyncPolicy::OnRotation);
+    let mut events = testing::watch();
+    sink.try_write(record(0, 0)).unwrap();
+    let report = sink.shutdown(SHUTDOWN).await;
+    assert_eq!(report.stats.delivered, 1);
+    events
+        .wait_sequence(vec![
+            Matcher::sink_event(sink.id(), events::sync_failed::NAME),
+            Matcher::sink_event(sink.id(), events::sink_closed::NAME),
+        ])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn retention_reports_a_file_it_cannot_remove_and_removes_it_on_a_later_pass() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let refuse = Arc::new(AtomicBool::new(true));
+    let r = refuse.clone();
+    let sink = FileSink::builder(dir.path())
+        .max_files(1)
+        .clock(ManualClock::new(start_time()))
+        .fs_fault_hook(move |op, _| match op {
+            FsOp::Remove if r.load(Ordering::SeqCst) => Err(io_error()),
+            _ => Ok(()),
+        })
+        .build()
+        .unwrap();
+    let mut events = testing::watch();
+    sink.try_write(record(0, 0)).unwrap();
+    let first = sink.rotate().await.unwrap().unwrap();
+    sink.try_write(record(0, 1)).unwrap();
+    sink.rotate().await.unwrap().unwrap();
+    let failed = events
+        .wait(Matcher::sink_event(
+            sink.id(),
+            events::retention_failed::NAME,
+        ))
+        .fail_on(Matcher::sink_event(
+            sink.id(),
+            events::retention_pruned::NAME,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ev_path(&failed, "path"), first);
+    assert!(failed.str("error").unwrap().contains("injected"));
+    assert!(first.exists(), "the file stays");
+    refuse.store(false, Ordering::SeqCst);
+    sink.try_write(record(0, 2)).unwrap();
+    sink.rotate().await.unwrap().unwrap();
+    // The next pass removes both older files: the one that failed and the one now past the count.
+    wait_total(
+        &mut events,
+        sink.id(),
+        events::retention_pruned::NAME,
+        "files",
+        2,
+    )
+    .await;
+    assert!(!first.exists());
+    sink.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test]
+async fn retention_reports_a_directory_it_cannot_list() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    // Watching before the sink starts: its start-up pass may report at once.
+    let mut events = testing::watch();
+    let sink = FileSink::builder(dir.path())
+        .max_files(1)
+        .fs_fault_hook(|op, _| match op {
+            FsOp::ListDir => Err(io_error()),
+            _ => Ok(()),
+        })
+        .build()
+        .unwrap();
+    // The start-up pass already tries to list.
+    let failed = events
+        .wait(Matcher::sink_event(
+            sink.id(),
+            events::retention_failed::NAME,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::canonicalize(ev_path(&failed, "path")).unwrap(),
+        std::fs::canonicalize(dir.path()).unwrap()
+    );
+    sink.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test]
+async fn a_clock_stepped_back_rotates_at_the_next_boundary_of_the_new_time() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let sink = FileSink::builder(dir.path())
+        .rotate_every(Duration::from_secs(60))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let mut events = testing::watch();
+    sink.try_write(record(0, 0)).unwrap();
+    sink.flush().await.unwrap();
+    // Back one hour (an NTP step): the file's interval is over as the clock now reads it.
+    // Waiting for the boundary armed before, an hour of the new time away, would keep the
+    // file open that long.
+    clock.set(start_time() - Duration::from_secs(3600));
+    clock.advance(Duration::from_secs(50));
+    let rotated = events
+        .wait(
+            Matcher::sink_event(sink.id(), events::rotation_complete::NAME)
+                .field("reason", rotation_reason::TIME),
+        )
+        .await
+        .unwrap();
+    assert_eq!(seqs(&ev_path(&rotated, "to")), vec![0]);
+    sink.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test]
+async fn a_file_deleted_between_the_identity_check_and_the_write_loses_nothing() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let active = dir.path().join("app.log");
+    let once = AtomicBool::new(true);
+    let path = active.clone();
+    // The hook runs after the sink checked the file is still there, just before the write.
+    let sink = FileSink::builder(dir.path())
+        .fault_hook(move |len| {
+            if once.swap(false, Ordering::SeqCst) {
+                std::fs::remove_file(&path).unwrap();
+            }
+            Ok(len)
+        })
+        .build()
+        .unwrap();
+    let mut events = testing::watch();
+    sink.try_write(record(0, 0)).unwrap();
+    sink.flush().await.unwrap();
+    events
+        .wait(Matcher::sink_event(sink.id(), events::file_reopened::NAME))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&active), vec![0]);
+    let report = sink.shutdown(SHUTDOWN).await;
+    assert_eq!((report.stats.delivered, report.stats.dropped), (1, 0));
+}
+
+#[tokio::test]
+async fn a_cancelled_write_async_under_wait_keeps_the_totals_exact() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let gate = Mutex::new(Some((entered_tx, release_rx)));
+    let sink = FileSink::builder(dir.path())
+        .queue_capacity(1)
+        .overflow(OverflowPolicy::Wait)
+        .fault_hook(move |len| {
+            if let Some((entered, release)) = gate.lock().unwrap().take() {
+                entered.send(()).unwrap();
+                release.recv().unwrap();
+            }
+            Ok(len)
+        })
+        .build()
+        .unwrap();
+    let mut events = testing::watch();
+    sink.write_async(record(0, 0)).await.unwrap();
+    tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
+        .await
+        .unwrap();
+    sink.write_async(record(0, 1)).await.unwrap();
+    // The queue is full: this write waits for room, and is cancelled after one poll.
+    let cancelled = tokio::time::timeout(Duration::ZERO, sink.write_async(record(0, 2))).await;
+    assert!(cancelled.is_err(), "the queue was full");
+    release_tx.send(()).unwrap();
+    sink.write_async(record(0, 3)).await.unwrap();
+    let report = sink.shutdown(SHUTDOWN).await;
+    let closed = events
+        .wait(Matcher::sink_event(sink.id(), events::sink_closed::NAME))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            closed.u64("accepted"),
+            closed.u64("delivered"),
+            closed.u64("dropped")
+        ),
+        (Some(3), Some(3), Some(0))
+    );
+    assert_eq!(report.stats.accepted, 3);
+    assert_eq!(seqs(sink.active_path()), vec![0, 1, 3]);
+}
+
+/// Every ASCII control character, DEL, and the Unicode line separators.
+fn hostile() -> String {
+    let mut s: String = (0_u8..0x20).map(char::from).collect();
+    s.push('\u{7f}');
+    s.push_str("\u{85}\u{2028}\u{2029} \"quoted\" a=b \\");
+    s
+}
+
+fn hostile_record() -> sinkwatch::Record {
+    sinkwatch::Record::new(tracing::Level::INFO, hostile())
+        .with_target(hostile())
+        .with_field("v", hostile())
+        .with_field("after", 1_u64)
+}
+
+#[tokio::test]
+async fn control_characters_never_break_a_json_line() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = FileSink::builder(dir.path()).build().unwrap();
+    sink.try_write(hostile_record()).unwrap();
+    sink.try_write(record(0, 1)).unwrap();
+    sink.flush().await.unwrap();
+    let lines = json_lines(sink.active_path());
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["message"], hostile());
+    assert_eq!(lines[0]["fields"]["v"], hostile());
+    sink.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test]
+async fn control_characters_never_break_a_text_line() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = FileSink::builder(dir.path())
+        .format(sinkwatch::sink::file::Format::Text)
+        .build()
+        .unwrap();
+    sink.try_write(hostile_record()).unwrap();
+    sink.try_write(record(0, 1)).unwrap();
+    sink.flush().await.unwrap();
+    let text = std::fs::read_to_string(sink.active_path()).unwrap();
+    let lines: Vec<&str> = text.split('\n').collect();
+    assert_eq!(lines.len(), 3, "two lines and the final newline: {text:?}");
+    assert!(lines[0].ends_with("after=1"), "{:?}", lines[0]);
+    assert!(!lines[0].contains('\r'));
+    assert!(lines[1].contains("request handled"));
+    sink.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test]
+async fn a_line_longer_than_the_size_limit_is_written_whole_in_a_file_of_its_own() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = FileSink::builder(dir.path())
+        .max_file_size(1000)
+        .build()
+        .unwrap();
+    let mut events = testing::watch();
+    let long = "y".repeat(8 * 1024 * 1024);
+    sink.try_write(record(0, 0)).unwrap();
+    sink.try_write(record(0, 1).with_field("long", long.clone()))
+        .unwrap();
+    sink.try_write(record(0, 2)).unwrap();
+    sink.flush().await.unwrap();
+    let rotations = events
+        .wait_n(
+            Matcher::sink_event(sink.id(), events::rotation_complete::NAME),
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(seqs(&ev_path(&rotations[0], "to")), vec![0]);
+    let alone = json_lines(&ev_path(&rotations[1], "to"));
+    assert_eq!(alone.len(), 1);
+    assert_eq!(
+        alone[0]["fields"]["long"].as_str().unwrap().len(),
+        long.len()
+    );
+    assert_eq!(seqs(sink.active_path()), vec![2]);
+    sink.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test]
+async fn a_restart_in_the_same_millisecond_neither_collides_nor_prunes_one_too_many() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let build = || {
+        FileSink::builder(dir.path())
+            .max_files(2)
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    };
+    let first = build();
+    let mut rotated = Vec::new();
+    for seq in 0..2 {
+        first.try_write(record(0, seq)).unwrap();
+        rotated.push(first.rotate().await.unwrap().unwrap());
+    }
+    first.try_write(record(0, 2)).unwrap();
+    first.shutdown(SHUTDOWN).await;
+
+    let mut events = testing::watch();
+    // The clock has not moved: every name this run makes is in the same millisecond.
+    let second = build();
+    rotated.push(second.rotate().await.unwrap().unwrap());
+    let pruned = events
+        .wait(Matcher::sink_event(
+            second.id(),
+            events::retention_pruned::NAME,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(pruned.u64("files"), Some(1));
+    let mut left = files(dir.path());
+    left.retain(|p| p != second.active_path());
+    assert_eq!(left, rotated[1..].to_vec(), "the two newest, in name order");
+    assert_eq!(seqs(&rotated[1]), vec![1]);
+    assert_eq!(seqs(&rotated[2]), vec![2]);
+    second.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test]
+async fn retention_at_start_up_counts_a_crashed_compression_once() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let data = |n: u64| -> Vec<u8> {
+        let mut v = Vec::new();
+        record(n, 0).write_json(&mut v);
+        v.push(b'\n');
+        v
+    };
+    let name = |s: u32| format!("app.20240101T00000{s}.000Z.log");
+    gz(&d.join(format!("{}.gz", name(0))), &data(0));
+    // Crashed after the archive's rename, before removing the plain file.
+    std::fs::write(d.join(name(1)), data(1)).unwrap();
+    gz(&d.join(format!("{}.gz", name(1))), &data(1));
+    gz(&d.join(format!("{}.gz", name(2))), &data(2));
+    let mut events = testing::watch();
+    let sink = FileSink::builder(d)
+        .compression(Compression::Gzip)
+        .max_files(2)
+        .build()
+        .unwrap();
+    let pruned = events
+        .wait(Matcher::sink_event(
+            sink.id(),
+            events::retention_pruned::NAME,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(pruned.u64("files"), Some(1));
+    assert_eq!(
+        names(d),
+        vec![
+            "app.20240101T000001.000Z.log.gz".to_string(),
+            "app.20240101T000002.000Z.log.gz".to_string(),
+            "app.log".to_string(),
+        ]
+    );
+    assert_eq!(ids(&d.join(format!("{}.gz", name(1)))), vec![(1, 0)]);
+    sink.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test]
+async fn shutdown_past_its_deadline_stops_a_running_compression_before_the_sink_closes() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    // The compression's first chunk blocks until released: a compression still running when
+    // the shutdown deadline passes.
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let gate = Mutex::new(Some((entered_tx, release_rx)));
+    let sink = FileSink::builder(dir.path())
+        .compression(Compression::Gzip)
+        .fs_fault_hook(move |op, _| {
+            if op == FsOp::CompressChunk {
+                if let Some((entered, release)) = gate.lock().unwrap().take() {
+                    entered.send(()).unwrap();
+                    release.recv().unwrap();
+                }
+            }
+            Ok(())
+        })
+        .build()
+        .unwrap();
+    let mut events = testing::watch();
+    sink.try_write(record(0, 0)).unwrap();
+    let rotated = sink.rotate().await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
+        .await
+        .unwrap();
+    // The deadline passes at once; the shutdown returns after its grace period while the
+    // worker still waits for the stuck compression.
+    let report = sink.shutdown(Duration::ZERO).await;
+    assert!(
+        !report.completed,
+        "the compression was stuck past the deadline"
+    );
+    release_tx.send(()).unwrap();
+    let failed = events
+        .wait(Matcher::sink_event(
+            sink.id(),
+            events::compression_failed::NAME,
+        ))
+        .fail_on(Matcher::sink_event(
+            sink.id(),
+            events::compression_complete::NAME,
+        ))
+        .await
+        .unwrap();
+    assert!(failed.str("error").unwrap().contains("shutdown deadline"));
+    let closed = events
+        .wait(Matcher::sink_event(sink.id(), events::sink_closed::NAME))
+        .await
+        .unwrap();
+    assert!(
+        failed.seq() < closed.seq(),
+        "sink_closed is the sink's last event"
+    );
+    assert_eq!(
+        names(dir.path()),
+        vec![
+            rotated.file_name().unwrap().to_string_lossy().into_owned(),
+            "app.log".to_string(),
+        ],
+        "the plain file stays, no temporary archive"
+    );
+    assert_eq!(seqs(&rotated), vec![0]);
 }

@@ -12,12 +12,39 @@ use std::sync::Arc;
 #[doc(hidden)]
 pub type FaultHook = Arc<dyn Fn(usize) -> io::Result<usize> + Send + Sync>;
 
+/// A file-system operation other than a write that [`FsFaultHook`] can fail.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FsOp {
+    /// An `fsync` of the active file (per the fsync policy).
+    Sync,
+    /// Retention removing a rotated file.
+    Remove,
+    /// Retention listing the directory.
+    ListDir,
+    /// Compression about to read the next chunk of a rotated file.
+    CompressChunk,
+}
+
+/// A test hook standing in front of syncs, retention's removals and its directory listing,
+/// and each chunk a compression reads: an error fails the operation with it (the operation
+/// is not attempted); a hook that blocks holds the operation up.
+#[doc(hidden)]
+pub type FsFaultHook = Arc<dyn Fn(FsOp, &Path) -> io::Result<()> + Send + Sync>;
+
+/// Runs `hook` (if any) for `op` on `path`.
+pub(crate) fn check(hook: Option<&FsFaultHook>, op: FsOp, path: &Path) -> io::Result<()> {
+    hook.map_or(Ok(()), |h| h(op, path))
+}
+
 /// The active file, opened for appending.
 pub(crate) struct ActiveFile {
     file: File,
     path: PathBuf,
     identity: Identity,
     fault: Option<FaultHook>,
+    fs_fault: Option<FsFaultHook>,
 }
 
 /// What makes a file the same file: device and inode.
@@ -54,17 +81,25 @@ impl ActiveFile {
             path: path.to_owned(),
             identity: Identity::of(&meta),
             fault,
+            fs_fault: None,
         };
         Ok((active, meta.len()))
     }
 
-    /// Reopens the same path, keeping the fault hook.
+    /// Puts `hook` in front of this file's syncs (kept across reopening).
+    pub(crate) fn with_fs_fault(mut self, hook: Option<FsFaultHook>) -> Self {
+        self.fs_fault = hook;
+        self
+    }
+
+    /// Reopens the same path, keeping the fault hooks.
     pub(crate) fn reopen(&self) -> io::Result<(Self, u64)> {
         if let Some(dir) = self.path.parent() {
             // The whole directory may have been removed with the file.
             std::fs::create_dir_all(dir)?;
         }
-        Self::open(&self.path, self.fault.clone())
+        let (file, size) = Self::open(&self.path, self.fault.clone())?;
+        Ok((file.with_fs_fault(self.fs_fault.clone()), size))
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -78,6 +113,20 @@ impl ActiveFile {
             Ok(meta) => Identity::of(&meta) != self.identity,
             Err(_) => true,
         }
+    }
+
+    /// True when the open file has no name left (deleted): what is written to it is lost.
+    /// One `fstat`.
+    #[cfg(unix)]
+    pub(crate) fn is_deleted(&self) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        self.file.metadata().is_ok_and(|m| m.nlink() == 0)
+    }
+
+    // Elsewhere the next batch's identity check notices a missing file.
+    #[cfg(not(unix))]
+    pub(crate) fn is_deleted(&self) -> bool {
+        false
     }
 
     /// Writes `buf`, returning how many bytes reached the OS, and the error that stopped
@@ -97,6 +146,7 @@ impl ActiveFile {
 
     /// Flushes the file's data to the device.
     pub(crate) fn sync(&self) -> io::Result<()> {
+        check(self.fs_fault.as_ref(), FsOp::Sync, &self.path)?;
         self.file.sync_data()
     }
 }

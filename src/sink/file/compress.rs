@@ -5,7 +5,7 @@
 //! plain file, or in a complete archive, or both; a `.gz.tmp` is never the only copy.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter};
+use std::io::{self, BufReader, BufWriter, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
@@ -21,11 +21,16 @@ pub(crate) struct Compressed {
     pub(crate) bytes_out: u64,
 }
 
-/// Compresses `plain` into `plain.gz` atomically, then removes `plain`.
-pub(crate) fn gzip(plain: &Path, level: u32) -> io::Result<Compressed> {
+/// Compresses `plain` into `plain.gz` atomically, then removes `plain`. `go_on` is asked
+/// before each chunk; an error from it stops the compression (shutdown's deadline).
+pub(crate) fn gzip(
+    plain: &Path,
+    level: u32,
+    go_on: &dyn Fn() -> io::Result<()>,
+) -> io::Result<Compressed> {
     let archive = with_suffix(plain, GZ);
     let tmp = with_suffix(&archive, super::naming::TMP);
-    let result = write_archive(plain, &tmp, level);
+    let result = write_archive(plain, &tmp, level, go_on);
     let (bytes_in, bytes_out) = match result {
         Ok(sizes) => sizes,
         Err(e) => {
@@ -44,14 +49,31 @@ pub(crate) fn gzip(plain: &Path, level: u32) -> io::Result<Compressed> {
     })
 }
 
-fn write_archive(plain: &Path, tmp: &Path, level: u32) -> io::Result<(u64, u64)> {
-    let mut input = BufReader::with_capacity(256 * 1024, File::open(plain)?);
+fn write_archive(
+    plain: &Path,
+    tmp: &Path,
+    level: u32,
+    go_on: &dyn Fn() -> io::Result<()>,
+) -> io::Result<(u64, u64)> {
+    let mut input = File::open(plain)?;
     let out = File::create(tmp)?;
     let mut encoder = GzEncoder::new(
         BufWriter::with_capacity(256 * 1024, out),
         flate2::Compression::new(level),
     );
-    let bytes_in = io::copy(&mut input, &mut encoder)?;
+    let mut chunk = vec![0; 256 * 1024];
+    let mut bytes_in = 0;
+    loop {
+        go_on()?;
+        let n = match input.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        encoder.write_all(&chunk[..n])?;
+        bytes_in += n as u64;
+    }
     let out = encoder
         .finish()?
         .into_inner()
@@ -129,7 +151,6 @@ pub(crate) fn archive_is_whole(archive: &Path, plain: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read as _, Write as _};
     use std::time::{Duration, SystemTime};
 
     fn naming() -> Naming {
@@ -159,7 +180,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let plain = dir.path().join(base(1));
         std::fs::write(&plain, b"line 1\nline 2\n").unwrap();
-        let c = gzip(&plain, 6).unwrap();
+        let c = gzip(&plain, 6, &|| Ok(())).unwrap();
         assert!(!plain.exists());
         assert_eq!(c.bytes_in, 14);
         assert_eq!(read_gz(&c.archive).unwrap(), b"line 1\nline 2\n");
@@ -167,10 +188,21 @@ mod tests {
     }
 
     #[test]
+    fn a_stopped_compression_keeps_the_plain_file_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join(base(1));
+        std::fs::write(&plain, b"line\n").unwrap();
+        let stop = || Err(io::Error::other("stopped"));
+        assert_eq!(gzip(&plain, 6, &stop).unwrap_err().to_string(), "stopped");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(plain.exists());
+    }
+
+    #[test]
     fn a_missing_source_fails_without_leaving_a_temporary() {
         let dir = tempfile::tempdir().unwrap();
         let plain = dir.path().join(base(1));
-        assert!(gzip(&plain, 6).is_err());
+        assert!(gzip(&plain, 6, &|| Ok(())).is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 

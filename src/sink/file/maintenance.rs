@@ -6,12 +6,14 @@
 //! compression and recovery never races a fresh rotation's compression.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::active::{check, FsFaultHook, FsOp};
 use super::clock::Clock;
 use super::compress::{self, Repair};
 use super::naming::{unix_millis, Naming, Rotated};
@@ -27,6 +29,10 @@ pub(crate) struct Context {
     /// The gzip level, or `None` when compression is off.
     pub(crate) gzip_level: Option<u32>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Fault injection for tests (see `FsFaultHook`).
+    pub(crate) fs_fault: Option<FsFaultHook>,
+    /// Set when shutdown's deadline passed: the running job stops, the rest are skipped.
+    pub(crate) stop: Arc<AtomicBool>,
 }
 
 /// A maintenance job.
@@ -45,15 +51,21 @@ pub(crate) enum Job {
 pub(crate) struct Lane {
     tx: Option<mpsc::UnboundedSender<Job>>,
     task: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Lane {
     /// Starts the lane on the current runtime.
     pub(crate) fn start(ctx: Context) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let stop = ctx.stop.clone();
         let ctx = Arc::new(ctx);
         let task = tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
+                // Past shutdown's deadline: what is left is done at the next start-up.
+                if ctx.stop.load(Ordering::Acquire) {
+                    break;
+                }
                 let ctx = ctx.clone();
                 // A panic in a job (there should be none) must not stop the lane.
                 let _ = tokio::task::spawn_blocking(move || run(&ctx, job)).await;
@@ -62,6 +74,7 @@ impl Lane {
         Lane {
             tx: Some(tx),
             task: Some(task),
+            stop,
         }
     }
 
@@ -71,21 +84,22 @@ impl Lane {
         }
     }
 
-    /// Lets the queued jobs finish, waiting at most until `deadline` (real time).
+    /// Lets the queued jobs finish until `deadline` (real time); past it, stops the running
+    /// job (a compression stops within one chunk, removing its temporary) and skips the
+    /// rest, so the sink's last events come before `sink_closed` and no job outlives it.
     pub(crate) async fn finish(&mut self, deadline: Option<Instant>) {
         self.tx = None;
-        let Some(task) = self.task.take() else { return };
-        match deadline {
-            None => {
-                let _ = task.await;
+        let Some(mut task) = self.task.take() else {
+            return;
+        };
+        if let Some(at) = deadline {
+            tokio::select! {
+                _ = &mut task => return,
+                () = crate::deadline::until(at) => {}
             }
-            Some(at) => {
-                tokio::select! {
-                    _ = task => {}
-                    () = crate::deadline::until(at) => {}
-                }
-            }
+            self.stop.store(true, Ordering::Release);
         }
+        let _ = task.await;
     }
 }
 
@@ -107,7 +121,17 @@ fn compress_one(ctx: &Context, plain: &Path) {
         return;
     }
     let started = Instant::now();
-    match compress::gzip(plain, level) {
+    let go_on = || {
+        check(ctx.fs_fault.as_ref(), FsOp::CompressChunk, plain)?;
+        if ctx.stop.load(Ordering::Acquire) {
+            return Err(std::io::Error::other(
+                "stopped at the shutdown deadline; the plain file is kept and compressed at \
+                 the next start-up",
+            ));
+        }
+        Ok(())
+    };
+    match compress::gzip(plain, level, &go_on) {
         Ok(done) => events::compression_complete(
             &ctx.id,
             &plain.to_string_lossy(),
@@ -122,6 +146,9 @@ fn compress_one(ctx: &Context, plain: &Path) {
 
 fn repair(ctx: &Context, files: &[Rotated]) {
     for step in compress::plan(&ctx.dir, files, ctx.gzip_level.is_some()) {
+        if ctx.stop.load(Ordering::Acquire) {
+            return;
+        }
         match step {
             Repair::DeleteTemp(tmp) => {
                 let _ = std::fs::remove_file(tmp);
@@ -144,18 +171,37 @@ fn prune(ctx: &Context) {
     if !ctx.retention.is_active() {
         return;
     }
-    let Ok(files) = retention::list(&ctx.dir, &ctx.naming) else {
-        return;
+    let listed = check(ctx.fs_fault.as_ref(), FsOp::ListDir, &ctx.dir)
+        .and_then(|()| retention::list(&ctx.dir, &ctx.naming));
+    let files = match listed {
+        Ok(files) => files,
+        Err(e) => {
+            events::retention_failed(&ctx.id, &ctx.dir.to_string_lossy(), &e.to_string());
+            return;
+        }
     };
     let now = unix_millis(ctx.clock.now());
     let (mut count, mut bytes) = (0, 0);
     for file in ctx.retention.select(files, now) {
-        if std::fs::remove_file(&file.path).is_ok() {
-            count += 1;
-            bytes += file.bytes;
+        match remove(ctx, &file.path) {
+            Ok(()) => {
+                count += 1;
+                bytes += file.bytes;
+            }
+            // Gone since the listing (an operator, say): nothing left to remove.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // The file stays; the next pass selects it again.
+            Err(e) => {
+                events::retention_failed(&ctx.id, &file.path.to_string_lossy(), &e.to_string());
+            }
         }
     }
     if count > 0 {
         events::retention_pruned(&ctx.id, count, bytes);
     }
+}
+
+fn remove(ctx: &Context, path: &Path) -> std::io::Result<()> {
+    check(ctx.fs_fault.as_ref(), FsOp::Remove, path)?;
+    std::fs::remove_file(path)
 }

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 #[doc(hidden)]
-pub use active::FaultHook;
+pub use active::{FaultHook, FsFaultHook, FsOp};
 pub use builder::FileSinkBuilder;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use format::Format;
@@ -214,8 +214,8 @@ impl FileSink {
     ///
     /// # Cancel safety
     ///
-    /// If cancelled while waiting for room, the record is not queued; it stays counted
-    /// as accepted but is never delivered or reported, so prefer not to cancel it.
+    /// Cancel-safe: if cancelled while waiting for room, the record is not queued and not
+    /// counted (neither accepted nor dropped), so the totals stay exact.
     pub async fn write_async(&self, record: Record) -> Result<()> {
         let size = record.approx_size();
         self.producer.push_async(record, size).await
@@ -272,8 +272,9 @@ impl FileSink {
 
     /// Stops accepting records, writes what is queued until `timeout` has passed, reports
     /// the rest dropped (reason `shutdown`), waits for background compression up to the
-    /// same deadline, and resolves when the worker has stopped (or shortly after the
-    /// deadline if it is stuck in a system call).
+    /// same deadline (then stops it: the plain file stays, compressed at the next start-up),
+    /// and resolves when the worker has stopped (or shortly after the deadline if it is
+    /// stuck in a system call).
     ///
     /// # Cancel safety
     ///

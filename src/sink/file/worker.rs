@@ -154,6 +154,9 @@ impl Worker {
     /// Writes everything still queued (until `deadline`), lets maintenance finish, and
     /// emits `sink_closed`.
     async fn close(&mut self, deadline: Option<Instant>, batch: &mut Vec<Item<Record>>) {
+        // A shutdown also closes the queue: if the worker saw the queue closed first, the
+        // shutdown's deadline still holds.
+        let deadline = deadline.or_else(|| self.consumer.shutdown_deadline());
         loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 self.consumer.abandon_queue();
@@ -168,7 +171,7 @@ impl Worker {
         self.control.close();
         while self.control.try_recv().is_ok() {}
         if self.fsync != FsyncPolicy::Never {
-            let _ = self.file.sync();
+            self.sync();
         }
         self.lane.finish(deadline).await;
         self.consumer.finish();
@@ -197,7 +200,7 @@ impl Worker {
                 Item::Flush(ack) => {
                     self.write_buffer(self.buf.len());
                     if self.fsync == FsyncPolicy::OnFlush {
-                        let _ = self.file.sync();
+                        self.sync();
                     }
                     self.consumer.complete_flush(ack);
                 }
@@ -255,7 +258,15 @@ impl Worker {
             self.size += n as u64;
             self.torn = result.is_err();
         }
-        let (written, result) = self.file.write(&self.buf[..len]);
+        let (mut written, mut result) = self.file.write(&self.buf[..len]);
+        if written > 0 && self.file.is_deleted() {
+            // Deleted between the identity check and the write: those bytes went to a file
+            // nobody can read. Write them again to a new active file.
+            (written, result) = match self.ensure_current() {
+                Ok(()) => self.file.write(&self.buf[..len]),
+                Err(e) => (0, Err(e)),
+            };
+        }
         let complete = self.ends.partition_point(|&end| end <= written);
         let whole = if complete == 0 {
             0
@@ -277,6 +288,14 @@ impl Worker {
         }
         let lost = self.ends.len() - complete;
         self.report_lost(&e, lost as u64, (len - whole) as u64);
+    }
+
+    /// Syncs the active file, reporting a failure with `sync_failed`.
+    fn sync(&self) {
+        if let Err(e) = self.file.sync() {
+            let path = self.file.path().to_string_lossy();
+            events::sync_failed(self.consumer.id(), &path, &e.to_string());
+        }
     }
 
     fn report_lost(&self, e: &std::io::Error, records: u64, bytes: u64) {
@@ -335,7 +354,10 @@ impl Worker {
             return Ok(None);
         }
         if self.fsync != FsyncPolicy::Never {
-            self.file.sync()?;
+            // A failed sync is reported but does not stop the rotation: the data is with
+            // the OS either way, and keeping the file open would only let it grow past its
+            // limits (on Linux a retried fsync reports success for pages already lost).
+            self.sync();
         }
         let from = self.file.path().to_owned();
         let (to, stamp) = self
@@ -389,10 +411,20 @@ impl Worker {
             self.timer = None;
             return;
         };
-        if self.clock.now() < boundary {
-            // An early wake (the system clock's wait is cut into pieces): wait again.
-            self.timer = Some(self.clock.sleep_until(boundary));
-            return;
+        let now = self.clock.now();
+        if now < boundary {
+            let stepped_back = self
+                .schedule
+                .and_then(|s| s.next_after(now))
+                .is_some_and(|next| next < boundary);
+            if !stepped_back {
+                // An early wake (the system clock's wait is cut into pieces): wait again.
+                self.timer = Some(self.clock.sleep_until(boundary));
+                return;
+            }
+            // The clock stepped back past the start of this file's interval (NTP, an
+            // operator): the interval is over as the clock now reads it. Waiting for the old
+            // boundary would keep the file open for as long as the step.
         }
         // Records still queued go to the new file; their own timestamps say when they were made.
         let _ = self.rotate(rotation_reason::TIME);
