@@ -158,3 +158,146 @@ async fn a_client_that_disconnects_mid_body_is_recorded_not_fatal() {
         .unwrap();
     assert_eq!(resp.status(), 422);
 }
+
+/// Reads until the peer closes the connection; fails the test (rather than hanging it) if
+/// the receiver keeps the connection open for a minute.
+async fn read_until_closed(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut out))
+        .await
+        .expect("the receiver kept a stalled connection open")
+        .ok();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stalls_mid_body_is_cut_off_after_the_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let r = LokiReceiver::builder()
+        .read_timeout(Duration::from_millis(200))
+        .start()
+        .await
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(r.addr()).await.unwrap();
+    let head = "POST /loki/api/v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                Content-Length: 100\r\n\r\n{\"streams\":";
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The client never sends the rest and never closes.
+    let answer = read_until_closed(&mut s).await;
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    r.wait_for_requests(1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let rec = &r.requests()[0];
+    assert_eq!(rec.status, 0);
+    assert!(rec.error.contains("timed out"), "{}", rec.error);
+    assert_eq!(r.entry_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stalls_mid_headers_is_cut_off_after_the_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let r = LokiReceiver::builder()
+        .read_timeout(Duration::from_millis(200))
+        .start()
+        .await
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(r.addr()).await.unwrap();
+    s.write_all(b"POST /loki/api/v1/push HTTP/1.1\r\nHost: x\r\nContent-")
+        .await
+        .unwrap();
+    read_until_closed(&mut s).await;
+    // Still serving others.
+    let resp = reqwest::Client::new()
+        .post(r.push_url())
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_timeout_of_duration_max_means_no_timeout_not_a_panic() {
+    let r = LokiReceiver::builder()
+        .read_timeout(Duration::MAX)
+        .start()
+        .await
+        .unwrap();
+    let resp = reqwest::Client::new()
+        .post(r.push_url())
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+}
+
+/// A JSON push body with one entry, timestamped now.
+fn one_entry(line: &str) -> String {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(r#"{{"streams":[{{"stream":{{"app":"raw"}},"values":[["{ns}","{line}"]]}}]}}"#)
+}
+
+/// Reads from `s` until the text read so far contains `want` `times` times.
+async fn read_until(s: &mut tokio::net::TcpStream, got: &mut String, want: &str, times: usize) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    while got.matches(want).count() < times {
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {want:?} in {got:?}"))
+            .unwrap();
+        assert!(n > 0, "closed before {want:?}: {got:?}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_100_continue_is_answered_before_the_body() {
+    use tokio::io::AsyncWriteExt;
+    let r = LokiReceiver::start().await.unwrap();
+    let body = one_entry("continued");
+    let mut s = tokio::net::TcpStream::connect(r.addr()).await.unwrap();
+    let head = format!(
+        "POST /loki/api/v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Expect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut got = String::new();
+    read_until(&mut s, &mut got, "HTTP/1.1 100 Continue", 1).await;
+    s.write_all(body.as_bytes()).await.unwrap();
+    read_until(&mut s, &mut got, "HTTP/1.1 204", 1).await;
+    assert_eq!(r.lines(), ["continued"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kept_alive_connections_serve_sized_and_chunked_requests_in_turn() {
+    use tokio::io::AsyncWriteExt;
+    let r = LokiReceiver::start().await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(r.addr()).await.unwrap();
+    let first = one_entry("sized");
+    let second = one_entry("chunked");
+    let (a, b) = second.split_at(second.len() / 2);
+    let requests = format!(
+        "POST /loki/api/v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{first}\
+         POST /loki/api/v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+        first.len(),
+        a.len(),
+        b.len()
+    );
+    s.write_all(requests.as_bytes()).await.unwrap();
+    let mut got = String::new();
+    read_until(&mut s, &mut got, "HTTP/1.1 204", 2).await;
+    assert_eq!(r.lines(), ["sized", "chunked"]);
+    assert_eq!(r.request_count(), 2);
+}

@@ -88,7 +88,8 @@ impl Batch {
 
     /// When the batch must be sent, `wait` after its first entry arrived (`None` if empty).
     pub(crate) fn due(&self, wait: Duration) -> Option<Instant> {
-        self.opened.map(|t| t + wait)
+        // A wait too long for an `Instant` (e.g. `Duration::MAX`) is never due.
+        self.opened.and_then(|t| t.checked_add(wait))
     }
 
     /// Takes the batch, leaving an empty one.

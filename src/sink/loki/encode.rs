@@ -131,10 +131,12 @@ fn json(req: &PushRequest, sets: &[std::sync::Arc<LabelSet>]) -> Vec<u8> {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"stream\":");
-        json_pairs(
-            &mut out,
-            set.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())),
-        );
+        let labels: Vec<_> = set
+            .pairs
+            .iter()
+            .map(|(n, v)| (n.as_str(), json_label_value(v)))
+            .collect();
+        json_pairs(&mut out, labels.iter().map(|(n, v)| (*n, v.as_ref())));
         out.extend_from_slice(b",\"values\":[");
         for (j, entry) in stream.entries.iter().enumerate() {
             if j > 0 {
@@ -146,6 +148,19 @@ fn json(req: &PushRequest, sets: &[std::sync::Arc<LabelSet>]) -> Vec<u8> {
     }
     out.extend_from_slice(b"]}");
     out
+}
+
+/// A label value as the JSON encodings must send it. Loki turns a JSON label object back
+/// into text with Go's `strconv.Quote`, which leaves U+FFFD unescaped, and its label parser
+/// (the `PromQL` lexer) then refuses that character as `utf8.RuneError` ("invalid UTF-8 rune"),
+/// failing the whole request. No JSON spelling avoids it, so U+FFFD is sent as `?`; the
+/// protobuf encoding, which quotes the labels itself, keeps it.
+fn json_label_value(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains('\u{fffd}') {
+        std::borrow::Cow::Owned(value.replace('\u{fffd}', "?"))
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    }
 }
 
 fn json_entry(out: &mut Vec<u8>, entry: &EntryAdapter) {
@@ -272,6 +287,17 @@ mod tests {
         assert_eq!(s["values"][0][0], "1700000000000000001");
         assert_eq!(s["values"][0][1], "a \"q\"\n");
         assert_eq!(s["values"][0][2]["k"], "v");
+    }
+
+    #[test]
+    fn json_label_values_never_carry_a_raw_replacement_character() {
+        let req = request("{}", 1, "x\u{fffd}", &[("m", "\u{fffd}")]);
+        let body = encode(&req, &set(&[("app", "a\u{fffd}b")]), Encoding::Json).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["streams"][0]["stream"]["app"], "a?b");
+        // Lines and metadata are not parsed as labels: they keep it.
+        assert_eq!(v["streams"][0]["values"][0][1], "x\u{fffd}");
+        assert_eq!(v["streams"][0]["values"][0][2]["m"], "\u{fffd}");
     }
 
     #[test]

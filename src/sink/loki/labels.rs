@@ -87,7 +87,7 @@ pub(crate) fn valid_name(name: &str) -> bool {
 ///
 /// Rust's `{:?}` cannot be used: it writes `\u{1b}`, which Go rejects. Control characters
 /// get Go's short escapes or `\xNN` (only below 0x80, where a byte and a character agree);
-/// C1 controls and the Unicode line and paragraph separators get `\uNNNN`; everything else
+/// C1 controls, the Unicode line and paragraph separators and U+FFFD get `\uNNNN`; everything else
 /// is written as is, which Go accepts for any valid UTF-8.
 pub(crate) fn quote_into(out: &mut String, value: &str) {
     out.reserve(value.len() + 2);
@@ -106,7 +106,13 @@ pub(crate) fn quote_into(out: &mut String, value: &str) {
             c if (c as u32) < 0x20 || c == '\u{7f}' => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
-            c if ('\u{80}'..='\u{9f}').contains(&c) || c == '\u{2028}' || c == '\u{2029}' => {
+            // U+FFFD written raw decodes as Go's `utf8.RuneError`, which the PromQL lexer
+            // behind Loki's label parser rejects ("invalid UTF-8 rune"); escaped, it is fine.
+            c if ('\u{80}'..='\u{9f}').contains(&c)
+                || c == '\u{2028}'
+                || c == '\u{2029}'
+                || c == '\u{fffd}' =>
+            {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -317,6 +323,11 @@ mod tests {
     #[test]
     fn c1_controls_and_separators_use_four_digit_escapes() {
         assert_eq!(quoted("\u{85}\u{2028}"), r#""\u0085\u2028""#);
+    }
+
+    #[test]
+    fn the_replacement_character_is_escaped_since_promql_rejects_it_raw() {
+        assert_eq!(quoted("a\u{fffd}b"), r#""a\ufffdb""#);
     }
 
     #[test]

@@ -289,12 +289,12 @@ impl LokiSink {
     ///
     /// Cancel-safe: the shutdown proceeds; only the wait is abandoned.
     pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
-        self.producer.shutdown(Instant::now() + timeout).await
+        self.producer.shutdown(worker::later(timeout)).await
     }
 
     /// [`shutdown`](Self::shutdown) for synchronous code: blocks the calling thread.
     pub fn shutdown_blocking(&self, timeout: Duration) -> ShutdownReport {
-        self.producer.shutdown_blocking(Instant::now() + timeout)
+        self.producer.shutdown_blocking(worker::later(timeout))
     }
 }
 

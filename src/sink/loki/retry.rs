@@ -78,8 +78,12 @@ impl RetryPolicy {
 /// Anything else is ignored.
 pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    // delay-seconds is `1*DIGIT` (no sign); more seconds than a u64 holds is "very long",
+    // which the cap then shortens, not "absent".
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -189,6 +193,22 @@ mod tests {
         assert_eq!(parse_retry_after(past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-1", now), None);
+    }
+
+    #[test]
+    fn retry_after_is_strict_about_signs_and_saturates_when_huge() {
+        let now = SystemTime::UNIX_EPOCH;
+        assert_eq!(parse_retry_after("+7", now), None);
+        assert_eq!(parse_retry_after("1.5", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+        let huge = "99999999999999999999999999";
+        assert_eq!(
+            parse_retry_after(huge, now),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        let p = RetryPolicy::default();
+        let d = p.delay(1, parse_retry_after(huge, now), &mut Rng::new());
+        assert_eq!(d, p.max_retry_after);
     }
 
     #[test]

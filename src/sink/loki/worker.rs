@@ -91,6 +91,17 @@ pub(crate) async fn run(consumer: Consumer<Record>, cfg: Config) {
     worker.main_loop().await;
 }
 
+/// "Forever" for a configured duration: far enough, and never overflowing an `Instant`.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Now plus `d`, capped at a century: `Instant + Duration::MAX` (a configured
+/// `max_backoff`, `max_retry_after` or shutdown timeout, or a `Retry-After` of 2^64 − 1
+/// seconds) would panic.
+pub(super) fn later(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d.min(CENTURY)).unwrap_or(now)
+}
+
 /// Waits until `at`, in real time on the worker's own runtime.
 async fn sleep_until(at: Instant) {
     // A legitimate timer (batch wait, backoff, shutdown deadline), not synchronisation.
@@ -129,8 +140,12 @@ impl Worker {
                     Recv::Items => {
                         self.process(&mut items).await;
                     }
-                    // Every handle is gone and the queue is drained.
-                    Recv::Closed => return self.close(None, &mut items).await,
+                    // The queue is closed and drained: every handle is gone, or a shutdown
+                    // closed it (racing the branch above), whose deadline then still holds.
+                    Recv::Closed => {
+                        let deadline = self.consumer.shutdown_deadline();
+                        return self.close(deadline, &mut items).await;
+                    }
                 },
             }
         }
@@ -315,7 +330,7 @@ impl Worker {
                 Ok(flow) => return flow,
                 Err(delay) => delay,
             };
-            if !self.backoff(Instant::now() + delay).await {
+            if !self.backoff(later(delay)).await {
                 return self.give_up_at_shutdown(part, attempt, &outcome);
             }
             last = outcome;

@@ -167,6 +167,27 @@ impl LokiReceiverBuilder {
         self
     }
 
+    /// How long a client may take to send a request's headers, and then (separately) its
+    /// body. A client slower than that has its connection closed without an answer (a body
+    /// timeout is recorded as a request with status 0), so a stalled or hostile client cannot
+    /// hold a connection forever; an idle kept-alive connection is closed after the same
+    /// time. Measured in real time, even under a paused tokio clock.
+    /// By default 30 s (Loki's `http_server_read_timeout`); `Duration::MAX` waits forever.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sinkwatch::testing::receiver::LokiReceiver;
+    ///
+    /// let builder = LokiReceiver::builder().read_timeout(Duration::from_secs(5));
+    /// # drop(builder);
+    /// ```
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.read_timeout = timeout;
+        self
+    }
+
     /// Binds the listener and starts serving on the current tokio runtime.
     ///
     /// Events go to the `tracing` dispatcher that is current when this is called.
@@ -180,6 +201,7 @@ impl LokiReceiverBuilder {
     /// When called outside a tokio runtime.
     pub async fn start(self) -> Result<LokiReceiver> {
         let (progress, _) = tokio::sync::watch::channel(Progress::default());
+        let (listening, _) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared {
             id: SinkId::new("receiver"),
             auth: self.auth,
@@ -188,6 +210,7 @@ impl LokiReceiverBuilder {
             store: Mutex::new(Store::default()),
             script: Mutex::new(Script::default()),
             progress,
+            listening,
             dispatch: tracing::dispatcher::get_default(Clone::clone),
         });
         LokiReceiver::launch(shared, self.listen).await

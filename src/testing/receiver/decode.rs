@@ -333,7 +333,7 @@ struct JsonStream {
     #[serde(default)]
     stream: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
-    values: Option<Vec<Vec<Value>>>,
+    values: Option<Vec<Value>>,
 }
 
 /// The JSON push format. `serde_json`'s recursion limit turns deeply nested input into an error.
@@ -342,12 +342,20 @@ fn decode_json(bytes: &[u8]) -> Result<Push, DecodeError> {
         serde_json::from_slice(bytes).map_err(|e| bad(format!("loghttp.PushRequest: {e}")))?;
     let mut streams = Vec::new();
     for s in push.streams.unwrap_or_default() {
-        let labels = json_labels(s.stream.unwrap_or_default())?;
+        let labels = json_labels(s.stream.unwrap_or_default());
+        // Loki's `Stream.UnmarshalJSON` skips `null` entries.
         let entries = s
             .values
             .unwrap_or_default()
             .into_iter()
-            .map(json_entry)
+            .filter(|v| !v.is_null())
+            .map(|v| match v {
+                Value::Array(values) => json_entry(values),
+                other => Err(bad(format!(
+                    "error reading entry: expected an array, found {}",
+                    json_kind(&other)
+                ))),
+            })
             .collect::<Result<_, _>>()?;
         streams.push(RawStream { labels, entries });
     }
@@ -356,20 +364,17 @@ fn decode_json(bytes: &[u8]) -> Result<Push, DecodeError> {
 
 /// Loki turns the JSON label object into label-set text and parses that, so invalid names
 /// fail in the label parser exactly as a protobuf label string would.
-fn json_labels(map: serde_json::Map<String, Value>) -> Result<String, DecodeError> {
+fn json_labels(map: serde_json::Map<String, Value>) -> String {
     let mut pairs = Vec::with_capacity(map.len());
     for (name, value) in map {
+        // Loki's `LabelSet.UnmarshalJSON` runs `jsonparser.ParseString` on the raw value of
+        // any type, so a number, boolean, null, array or object is taken as its JSON text.
+        // (Here the text is re-serialised: whitespace and float spellings such as `1e3`
+        // may differ from the raw bytes Loki would keep.)
         let text = match value {
             Value::String(s) => s,
-            // Loki is lenient here: a number is taken as its text.
             Value::Number(n) => n.to_string(),
-            other => {
-                return Err(bad(format!(
-                    "loghttp.PushRequest: stream label {} must be a string, found {}",
-                    labels::quote(&name),
-                    json_kind(&other)
-                )))
-            }
+            other => other.to_string(),
         };
         pairs.push((name, text));
     }
@@ -378,7 +383,7 @@ fn json_labels(map: serde_json::Map<String, Value>) -> Result<String, DecodeErro
         .iter()
         .map(|(k, v)| format!("{k}={}", labels::quote(v)))
         .collect();
-    Ok(format!("{{{}}}", body.join(", ")))
+    format!("{{{}}}", body.join(", "))
 }
 
 fn json_kind(v: &Value) -> &'static str {

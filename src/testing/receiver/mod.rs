@@ -211,6 +211,47 @@ impl LokiReceiver {
             })
     }
 
+    /// Resolves once at least `n` requests have arrived (their headers read), whether or not
+    /// they have been answered yet, counting since the receiver started. Useful to act while
+    /// a request is held by [`Fault::delay`] or latency. The timeout is real time.
+    ///
+    /// # Errors
+    ///
+    /// A timeout error (`ErrorKind::Timeout`) saying how many requests arrived.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future only stops the wait.
+    pub async fn wait_for_arrivals(&self, n: usize, timeout: Duration) -> Result<()> {
+        let target = n as u64;
+        server::wait_for(&self.shared.progress, timeout, |p| p.arrivals >= target)
+            .await
+            .map_err(|p| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "{} of {n} requests reached the Loki receiver within {timeout:?}",
+                        p.arrivals
+                    ),
+                )
+            })
+    }
+
+    /// A future that resolves once the receiver's port and connections are closed: after
+    /// [`stop`](Self::stop), or once the receiver is dropped (which closes them
+    /// asynchronously). It does not borrow the receiver, so it can be awaited after the drop.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future only stops the wait.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut listening = self.shared.listening.subscribe();
+        async move {
+            // An error means the state is gone, which also means closed.
+            let _ = listening.wait_for(|l| !*l).await;
+        }
+    }
+
     /// Resolves once at least `n` entries have been accepted, counting since the receiver
     /// started. The timeout is real time.
     ///

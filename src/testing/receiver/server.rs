@@ -35,6 +35,8 @@ pub(crate) type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 pub(crate) struct Progress {
     pub(crate) requests: u64,
     pub(crate) entries: u64,
+    /// Requests whose headers were read, answered or not.
+    pub(crate) arrivals: u64,
 }
 
 /// State shared by the receiver handle and its server tasks.
@@ -46,6 +48,9 @@ pub(crate) struct Shared {
     pub(crate) store: Mutex<Store>,
     pub(crate) script: Mutex<Script>,
     pub(crate) progress: watch::Sender<Progress>,
+    /// True while a serving task holds the listener; false once its listener and
+    /// connections are closed (after `stop`, or the receiver's drop).
+    pub(crate) listening: watch::Sender<bool>,
     /// The dispatcher current when the receiver started, so its events reach the test's
     /// subscriber from whatever runtime thread serves a request.
     pub(crate) dispatch: tracing::Dispatch,
@@ -58,29 +63,91 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Accepts connections until the task is aborted; dropping the `JoinSet` then closes every
 /// open connection, so a stopped receiver really is gone.
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let mut conns = JoinSet::new();
+///
+/// The listener is wrapped (and `listening` set) before the task exists, so that even a
+/// task aborted before its first poll reports the port closed when it is dropped.
+pub(crate) fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+) -> impl std::future::Future<Output = ()> + Send {
+    shared.listening.send_replace(true);
+    let serving = Serving {
+        listener,
+        conns: JoinSet::new(),
+        _closed: ClosedSignal(Arc::clone(&shared)),
+    };
+    accept_loop(serving, shared)
+}
+
+async fn accept_loop(mut serving: Serving, shared: Arc<Shared>) {
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = serving.listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let conn = connection(stream, Arc::clone(&shared));
-                    conns.spawn(conn.with_subscriber(shared.dispatch.clone()));
+                    serving.conns.spawn(conn.with_subscriber(shared.dispatch.clone()));
                 }
                 // Transient (e.g. out of file descriptors): let other tasks run, then retry.
                 Err(_) => tokio::task::yield_now().await,
             },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(_) = serving.conns.join_next(), if !serving.conns.is_empty() => {}
         }
     }
 }
 
+/// What a serving task owns. Fields drop in order: the port closes, then the connections,
+/// and only then are waiters on `listening` told.
+struct Serving {
+    listener: TcpListener,
+    conns: JoinSet<()>,
+    _closed: ClosedSignal,
+}
+
+struct ClosedSignal(Arc<Shared>);
+
+impl Drop for ClosedSignal {
+    fn drop(&mut self) {
+        self.0.listening.send_replace(false);
+    }
+}
+
 async fn connection(stream: TcpStream, shared: Arc<Shared>) {
+    let read_timeout = shared.limits.read_timeout;
     let service = hyper::service::service_fn(move |req| handle(req, Arc::clone(&shared)));
-    // An error here is the client going away or a scripted drop; the request record says so.
+    // An error here is the client going away, a scripted drop or a client too slow to send
+    // its headers (the connection is closed, as Go's `ReadHeaderTimeout` does).
     let _ = hyper::server::conn::http1::Builder::new()
+        .timer(RealTimer)
+        // hyper adds this to `Instant::now()`, which would overflow on `Duration::MAX`.
+        .header_read_timeout(read_timeout.min(CENTURY))
         .serve_connection(TokioIo::new(stream), service)
         .await;
+}
+
+/// hyper's timer on real time: under a paused tokio clock, tokio's timer would fire the
+/// header timeout at once whenever the test's runtime is idle.
+#[derive(Debug, Clone, Copy)]
+struct RealTimer;
+
+impl hyper::rt::Sleep for crate::deadline::Deadline {}
+
+impl hyper::rt::Timer for RealTimer {
+    fn sleep(&self, duration: Duration) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(crate::deadline::until(later(duration)))
+    }
+
+    fn sleep_until(&self, at: std::time::Instant) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(crate::deadline::until(at))
+    }
+}
+
+/// "Forever", as far as a read timeout is concerned.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Now plus `d`, capped at a century instead of overflowing on `Duration::MAX`.
+fn later(d: Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(d.min(CENTURY)).unwrap_or(now)
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -120,6 +187,7 @@ impl Outcome {
 }
 
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Reply, Dropped> {
+    shared.progress.send_modify(|p| p.arrivals += 1);
     let rec = record_for(&req);
     match (req.method().as_str(), req.uri().path()) {
         ("POST", PUSH_PATH) => push(req, &shared, rec).await,
@@ -159,7 +227,18 @@ async fn push(
         tokio::time::sleep(fault.delay).await; // simulates a slow peer
     }
     let (parts, body) = req.into_parts();
-    let body = read_body(body, shared.limits.max_body_bytes).await;
+    // A client that stalls mid-body must not hold the connection (and its task) forever.
+    let limit = shared.limits.max_body_bytes;
+    let body = tokio::select! {
+        body = read_body(body, limit) => body,
+        () = crate::deadline::until(later(shared.limits.read_timeout)) => {
+            let why = format!(
+                "reading the request body timed out after {:?}",
+                shared.limits.read_timeout
+            );
+            return Err(dropped(shared, rec, &why));
+        }
+    };
     rec.bytes = match &body {
         Ok(b) => b.len() as u64,
         Err(BodyError::TooLarge(size)) => *size as u64,

@@ -24,6 +24,8 @@ pub(crate) struct Limits {
     pub(crate) max_structured_metadata_entries: usize,
     pub(crate) out_of_order_window: Duration,
     pub(crate) max_returned_errors: usize,
+    /// How long a client may take to send a request's headers, and then its body.
+    pub(crate) read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -43,6 +45,8 @@ impl Default for Limits {
             // Half of Loki's default max chunk age (2 h).
             out_of_order_window: Duration::from_secs(3600),
             max_returned_errors: 10,
+            // Loki's `http_server_read_timeout`.
+            read_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -112,6 +112,27 @@ fn json_numeric_label_values_are_text() {
 }
 
 #[test]
+fn json_label_values_of_any_type_are_their_text_as_in_loki() {
+    let got = json(
+        r#"{"streams":[{"stream":{"a":true,"b":null,"c":[1,"x"],"d":{"k":"v"},"e":-3},"values":[]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        got.streams[0].labels,
+        r#"{a="true", b="null", c="[1,\"x\"]", d="{\"k\":\"v\"}", e="-3"}"#
+    );
+}
+
+#[test]
+fn json_null_entries_are_skipped_as_in_loki() {
+    let got = json(r#"{"streams":[{"stream":{"a":"b"},"values":[null,["1","x"],null]}]}"#).unwrap();
+    assert_eq!(got.streams[0].entries.len(), 1);
+    assert_eq!(got.streams[0].entries[0].line, "x");
+    let err = json(r#"{"streams":[{"stream":{"a":"b"},"values":["1"]}]}"#).unwrap_err();
+    assert!(matches!(err, DecodeError::BadRequest(m) if m.contains("expected an array")));
+}
+
+#[test]
 fn json_null_values_and_stream_are_empty() {
     let got = json(r#"{"streams":[{"stream":null,"values":null}]}"#).unwrap();
     assert_eq!(got, one_stream("{}", vec![]));
