@@ -7,6 +7,43 @@ use std::time::Instant;
 use crate::events::SinkId;
 use crate::{Record, Result, ShutdownReport, SinkStats};
 
+/// Implements [`Sink`] for a sink handle with a `producer: Producer<Record>` field and an
+/// inherent `try_write(Record) -> Result<()>`: every sink drives its queue the same way.
+macro_rules! impl_sink_via_producer {
+    ($handle:ty) => {
+        impl $crate::sink::Sink for $handle {
+            fn id(&self) -> &$crate::SinkId {
+                self.producer.id()
+            }
+
+            fn try_write(&self, record: $crate::Record) {
+                // Refusals are counted and reported by the worker.
+                let _ = <$handle>::try_write(self, record);
+            }
+
+            fn stats(&self) -> $crate::SinkStats {
+                self.producer.stats()
+            }
+
+            fn flush(&self) -> $crate::sink::BoxFuture<$crate::Result<()>> {
+                Box::pin(self.producer.flush())
+            }
+
+            fn shutdown(
+                &self,
+                deadline: std::time::Instant,
+            ) -> $crate::sink::BoxFuture<$crate::ShutdownReport> {
+                let producer = self.producer.clone();
+                Box::pin(async move { producer.shutdown(deadline).await })
+            }
+
+            fn shutdown_blocking(&self, deadline: std::time::Instant) -> $crate::ShutdownReport {
+                self.producer.shutdown_blocking(deadline)
+            }
+        }
+    };
+}
+
 #[cfg(feature = "file")]
 pub mod file;
 #[cfg(feature = "loki")]

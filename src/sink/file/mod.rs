@@ -57,7 +57,6 @@ pub use schedule::TimeZone;
 
 use self::worker::Control;
 use crate::events::SinkId;
-use crate::sink::{BoxFuture, Sink};
 use crate::worker::Producer;
 use crate::{Error, ErrorKind, Record, Result, ShutdownReport, SinkStats};
 
@@ -284,30 +283,4 @@ impl FileSink {
     }
 }
 
-impl Sink for FileSink {
-    fn id(&self) -> &SinkId {
-        self.producer.id()
-    }
-
-    fn try_write(&self, record: Record) {
-        // Refusals are counted and reported by the worker.
-        let _ = FileSink::try_write(self, record);
-    }
-
-    fn stats(&self) -> SinkStats {
-        self.producer.stats()
-    }
-
-    fn flush(&self) -> BoxFuture<Result<()>> {
-        Box::pin(self.producer.flush())
-    }
-
-    fn shutdown(&self, deadline: Instant) -> BoxFuture<ShutdownReport> {
-        let producer = self.producer.clone();
-        Box::pin(async move { producer.shutdown(deadline).await })
-    }
-
-    fn shutdown_blocking(&self, deadline: Instant) -> ShutdownReport {
-        self.producer.shutdown_blocking(deadline)
-    }
-}
+impl_sink_via_producer!(FileSink);

@@ -42,12 +42,11 @@ mod retry;
 mod worker;
 
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use builder::LokiSinkBuilder;
 
 use crate::events::SinkId;
-use crate::sink::{BoxFuture, Sink};
 use crate::worker::Producer;
 use crate::{Record, Result, ShutdownReport, SinkStats};
 
@@ -298,33 +297,7 @@ impl LokiSink {
     }
 }
 
-impl Sink for LokiSink {
-    fn id(&self) -> &SinkId {
-        self.producer.id()
-    }
-
-    fn try_write(&self, record: Record) {
-        // Refusals are counted and reported by the worker.
-        let _ = LokiSink::try_write(self, record);
-    }
-
-    fn stats(&self) -> SinkStats {
-        self.producer.stats()
-    }
-
-    fn flush(&self) -> BoxFuture<Result<()>> {
-        Box::pin(self.producer.flush())
-    }
-
-    fn shutdown(&self, deadline: Instant) -> BoxFuture<ShutdownReport> {
-        let producer = self.producer.clone();
-        Box::pin(async move { producer.shutdown(deadline).await })
-    }
-
-    fn shutdown_blocking(&self, deadline: Instant) -> ShutdownReport {
-        self.producer.shutdown_blocking(deadline)
-    }
-}
+impl_sink_via_producer!(LokiSink);
 
 #[cfg(test)]
 mod tests {
