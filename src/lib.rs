@@ -5,10 +5,50 @@
 //! (see [`events`]), and [`testing`] (feature `testing`) turns those events into awaitable
 //! futures, so tests wait for `push_complete` instead of sleeping.
 //!
+//! # Usage
+//!
+//! Build the sinks, add one [`SinkLayer`] per sink to your subscriber, and keep a
+//! [`ShutdownGuard`] alive until `main` returns:
+//!
+//! ```
+//! # #[cfg(all(feature = "file", feature = "loki"))]
+//! # fn main() -> Result<(), sinkwatch::Error> {
+//! use sinkwatch::{FileSink, LokiSink, ShutdownGuard, SinkLayer};
+//! use tracing_subscriber::filter::LevelFilter;
+//! use tracing_subscriber::layer::SubscriberExt as _;
+//! use tracing_subscriber::Layer as _;
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! let file = FileSink::builder(dir.path()).max_file_size(64 << 20).build()?;
+//! let loki = LokiSink::builder("http://loki:3100").label("service_name", "checkout").build()?;
+//! let guard = ShutdownGuard::new().with_sink(file.clone()).with_sink(loki.clone());
+//! let subscriber = tracing_subscriber::registry()
+//!     .with(SinkLayer::new(file))
+//!     .with(SinkLayer::new(loki).with_filter(LevelFilter::WARN));
+//! tracing::subscriber::with_default(subscriber, || tracing::warn!(order_id = 42, "retried"));
+//! drop(guard); // delivers what is queued, with a deadline, and reports the rest
+//! # Ok(())
+//! # }
+//! # #[cfg(not(all(feature = "file", feature = "loki")))]
+//! # fn main() {}
+//! ```
+//!
+//! # The sinks
+//!
+//! - [`FileSink`] (feature `file`): JSON or text lines; rotation by size and/or time;
+//!   retention by count, age and total bytes; atomic background gzip.
+//! - [`LokiSink`] (feature `loki`): protobuf+snappy or JSON; labels, structured metadata;
+//!   batching; Loki's retry rules, `Retry-After`, a timeout on every request.
+//!
+//! Each runs a worker on its own thread behind a bounded queue: callers never wait on I/O,
+//! and every record accepted is delivered or reported dropped (`records_dropped`, with a
+//! reason), so `accepted == delivered + dropped` ([`SinkStats`]) at every quiescent point.
+//! `docs/design.md` describes the data flow, `docs/operations.md` every setting.
+//!
 //! # Feature flags
 //!
-//! - `file` (default): the rotating file sink.
-//! - `loki` (default): the Loki push sink.
+//! - `file` (default): the rotating file sink ([`FileSink`]).
+//! - `loki` (default): the Loki push sink ([`LokiSink`]).
 //! - `testing`: the event waiter and the Loki-compatible receiver, for tests.
 //!
 //! # Supported Rust

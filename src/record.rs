@@ -210,7 +210,7 @@ pub struct SpanInfo {
 
 /// One log record, as the sinks receive it.
 ///
-/// Built by the application [`layer`](crate::layer) from a `tracing` event, or by hand.
+/// Built by [`SinkLayer`](crate::SinkLayer) from a `tracing` event, or by hand.
 /// The time is the event's own time, and sinks use it as the entry's timestamp (never the
 /// time the record happens to be sent).
 ///
