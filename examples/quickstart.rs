@@ -65,6 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with(
             tracing_subscriber::fmt::layer()
                 .compact()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
                 .with_filter(sink_events)
                 .with_filter(LevelFilter::INFO),
         )
@@ -105,7 +106,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let rotated = std::fs::read_dir("logs")?
         .filter_map(Result::ok)
-        .filter(|e| e.path() != file.active_path())
+        .filter(|e| Some(e.file_name().as_os_str()) != file.active_path().file_name())
         .count();
 
     println!("\n== summary ==");
