@@ -142,24 +142,9 @@ async fn simulate_service() -> u64 {
             for n in 0..250_u64 {
                 let request_id = worker * 1_000 + n;
                 let span = tracing::info_span!(target: SERVICE, "request", request_id, worker);
-                let _enter = span.enter();
-                tracing::debug!(target: SERVICE, request_id, route = "/orders", "request received");
-                tracing::info!(
-                    target: SERVICE,
-                    request_id,
-                    status = 200_u64,
-                    duration_ms = 3.5 + f64::from((n % 7) as u32),
-                    "request handled"
-                );
-                emitted += 2;
-                if n % 25 == 0 {
-                    tracing::warn!(target: SERVICE, request_id, retries = n % 3, "upstream slow");
-                    emitted += 1;
-                }
-                if n % 100 == 99 {
-                    tracing::error!(target: SERVICE, request_id, error = "connection reset", "upstream failed");
-                    emitted += 1;
-                }
+                // Entered only around synchronous code: a span guard must never be held
+                // across an `.await` (use `Instrument::instrument` for async work).
+                emitted += span.in_scope(|| handle_request(request_id, n));
                 if n % 50 == 0 {
                     tokio::task::yield_now().await;
                 }
@@ -169,7 +154,29 @@ async fn simulate_service() -> u64 {
     }
     let mut total = 0;
     for h in handlers {
-        total += h.await.unwrap_or(0);
+        total += h.await.expect("a request handler panicked");
     }
     total
+}
+
+/// One simulated request; returns how many events it emitted.
+fn handle_request(request_id: u64, n: u64) -> u64 {
+    let mut emitted = 2;
+    tracing::debug!(target: SERVICE, request_id, route = "/orders", "request received");
+    tracing::info!(
+        target: SERVICE,
+        request_id,
+        status = 200_u64,
+        duration_ms = 3.5 + f64::from(u32::try_from(n % 7).unwrap_or(0)),
+        "request handled"
+    );
+    if n % 25 == 0 {
+        tracing::warn!(target: SERVICE, request_id, retries = n % 3, "upstream slow");
+        emitted += 1;
+    }
+    if n % 100 == 99 {
+        tracing::error!(target: SERVICE, request_id, error = "connection reset", "upstream failed");
+        emitted += 1;
+    }
+    emitted
 }
