@@ -178,7 +178,7 @@ macro_rules! schema {
         ];
 
         /// Emits every event once through its real emitter, with placeholder values.
-        #[cfg(test)]
+        #[cfg(all(test, feature = "testing"))]
         fn emit_every_event(sink: &SinkId) {
             $( $event(sink $(, schema!(@sample $fty $field))*); )*
         }
