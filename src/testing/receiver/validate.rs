@@ -52,7 +52,7 @@ impl Default for Limits {
 }
 
 /// Loki's label that does not count towards the label-name limit.
-const SERVICE_NAME: &str = "service_name";
+const SERVICE_NAME_LABEL: &str = "service_name";
 
 /// dskit's `ValidTenantID` for each `|`-separated id, then the single-tenant rule for pushes.
 pub(crate) fn tenant(header: &[u8]) -> Result<String, String> {
@@ -97,7 +97,7 @@ pub(crate) fn stream_labels(
     if pairs.is_empty() {
         return Err("error at least one label pair is required per stream".to_owned());
     }
-    let counted = pairs.len() - usize::from(pairs.iter().any(|(n, _)| n == SERVICE_NAME));
+    let counted = pairs.len() - usize::from(pairs.iter().any(|(n, _)| n == SERVICE_NAME_LABEL));
     if counted > limits.max_label_names {
         return Err(format!(
             "entry for stream '{stream}' has {counted} label names; limit {}",
