@@ -126,6 +126,13 @@ pub mod reason {
     pub const SHUTDOWN: &str = "shutdown";
     /// Too many distinct label sets: the record did not fit the stream guard.
     pub const TOO_MANY_STREAMS: &str = "too_many_streams";
+    /// The queue stayed full for longer than the sink's backpressure bound (a stalled disk
+    /// or an outage): the writer stopped waiting, and the sink shed load until its worker
+    /// caught up.
+    pub const STALLED: &str = "stalled";
+    /// The sink's worker failed (a panic, for example in a user-supplied clock): what it
+    /// held and what was queued is lost.
+    pub const WORKER_FAILED: &str = "worker_failed";
 }
 
 /// Rotation reasons carried by [`rotation_complete`]'s `reason` field.
@@ -347,6 +354,48 @@ schema! {
         COUNT = count: u64,
         /// Bytes cut off, in all.
         BYTES = bytes: u64,
+    }
+
+    /// The sink's worker failed (it panicked); queued records are reported dropped (reason
+    /// `worker_failed`), every pending and later `flush()` resolves with an error, later
+    /// writes are refused, and `sink_closed` follows.
+    worker_failed: ERROR {
+        /// The panic message.
+        ERROR = error: str,
+    }
+
+    /// The queue stayed full for longer than the sink's backpressure bound: writers stopped
+    /// waiting and the sink shed load until its worker caught up. Emitted when the worker has
+    /// room again; the records shed are reported by `records_dropped` (reason `stalled`).
+    queue_stalled: WARN {
+        /// Records shed while the queue was stalled.
+        SHED = shed: u64,
+    }
+
+    /// Writes were refused because the sink was already closed (for example events logged
+    /// through `SinkLayer` by threads still running after `ShutdownGuard`). Refused records
+    /// were never accepted, so they are not in `sink_closed`'s totals; `SinkStats::refused`
+    /// counts them. Reported by the layer, at most once a second per sink.
+    writes_refused: WARN {
+        /// Writes refused since the last report.
+        COUNT = count: u64,
+    }
+
+    /// At start-up the active file ended in a torn line (the process was killed inside a
+    /// write): the partial line was cut off so the next record starts on a line of its own.
+    tail_repaired: WARN {
+        /// The active file's path.
+        PATH = path: str,
+        /// Bytes cut off the end.
+        BYTES_CUT = bytes_cut: u64,
+    }
+
+    /// Credentials (basic auth, a bearer token, or a secret-looking header) are configured
+    /// for a plain `http://` URL to a host that is not loopback: they cross the network in
+    /// clear text. Emitted once, when the sink is built.
+    insecure_credentials: WARN {
+        /// The host the credentials are sent to.
+        HOST = host: str,
     }
 
     /// The sink shut down. Its totals are final.

@@ -72,6 +72,8 @@ fn every_reason_is_documented() {
         reason::RETRIES_EXHAUSTED,
         reason::SHUTDOWN,
         reason::TOO_MANY_STREAMS,
+        reason::STALLED,
+        reason::WORKER_FAILED,
     ] {
         assert!(
             text.contains(&format!("| `{reason}` |")),
