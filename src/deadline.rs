@@ -98,6 +98,19 @@ fn run(timer: &'static Timer) {
     }
 }
 
+/// "Forever" for a user's duration: far enough, and never overflowing an `Instant`.
+const CENTURY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Now plus `d`, saturating: `Instant::now() + Duration::MAX` panics, so every public
+/// `Duration` (a shutdown timeout, a backoff, a `Retry-After`, a backpressure bound) turns
+/// into an instant here and nowhere else. Durations over a century count as a century.
+pub(crate) fn later(d: std::time::Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d.min(CENTURY))
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
 /// A future that resolves when real time reaches `at`.
 ///
 /// # Cancel safety
@@ -160,6 +173,13 @@ impl Future for Deadline {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn later_saturates_instead_of_panicking() {
+        let far = later(Duration::MAX);
+        assert!(far > Instant::now() + Duration::from_secs(3600));
+        assert!(later(Duration::ZERO) <= Instant::now());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn paused_clock_cannot_fire_a_real_deadline_early() {

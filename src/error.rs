@@ -19,6 +19,9 @@ pub enum ErrorKind {
     Closed,
     /// A deadline passed before the operation completed.
     Timeout,
+    /// The sink's worker failed (it panicked, for example in a user-supplied `Clock`); the
+    /// sink is closed, and the `worker_failed` event says why.
+    Failed,
 }
 
 impl fmt::Display for ErrorKind {
@@ -28,6 +31,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Io => "I/O error",
             ErrorKind::Closed => "sink closed",
             ErrorKind::Timeout => "timed out",
+            ErrorKind::Failed => "sink failed",
         })
     }
 }
@@ -103,7 +107,7 @@ impl Error {
 
     /// True when the sink was already closed.
     pub fn is_closed(&self) -> bool {
-        self.inner.kind == ErrorKind::Closed
+        matches!(self.inner.kind, ErrorKind::Closed | ErrorKind::Failed)
     }
 
     /// True when a deadline passed.

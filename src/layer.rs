@@ -1,29 +1,39 @@
 //! The `tracing` layer that turns an application's events into records for the sinks.
 
-use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record as SpanValues};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::events;
-use crate::record::{Record, SpanInfo, Value};
+use crate::record::compact::{self, FieldWriter};
 use crate::sink::Sink;
-use crate::worker;
+use crate::worker::{self, Patience};
 
 /// A `tracing_subscriber::Layer` that turns each event into a [`Record`] and hands it to
 /// one or more sinks.
 ///
-/// - **Never blocks the caller.** The event is captured (time, level, target, message,
-///   typed fields, optionally the span chain and file/line) and queued; formatting and I/O
-///   happen on each sink's worker. A full queue applies the sink's overflow policy (a
-///   `Wait` policy drops the new record here, since the caller must not wait) and the drop
-///   is reported by that sink's worker as `records_dropped`.
+/// - **Cheap for the caller, with bounded backpressure.** The event is captured (time,
+///   level, typed field values, optionally the span chain and file/line) into a compact
+///   byte form, without an allocation per event, and queued; formatting and I/O happen on
+///   each sink's worker. A full queue applies the sink's overflow policy: by default
+///   ([`OverflowPolicy::Block`](crate::OverflowPolicy::Block)) the caller waits for room,
+///   so a burst the sink can absorb loses nothing, but never longer than the sink's bound
+///   (file: 1 s, Loki: 100 ms); past it the sink sheds load without waiting and reports
+///   every record it drops (`records_dropped`, reason `stalled`), until its worker has
+///   caught up. Under [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait) the layer
+///   waits at most 1 s too (a direct `write` waits as long as it takes). Events emitted on
+///   any sink's worker thread never wait (they are dropped and reported if the queue is
+///   full), so two sinks cannot stall each other.
+/// - **Nothing vanishes.** An event logged after a sink was shut down is refused and
+///   counted in that sink's [`SinkStats::refused`](crate::SinkStats::refused), and
+///   reported by a `writes_refused` event at most once a second.
 /// - **No feedback loops.** An event emitted on a sink's own worker threads — its schema
 ///   events, and whatever its I/O stack (hyper, reqwest, h2, rustls) emits while it works —
 ///   is never handed back to that same sink. It may still go to the *other* sinks (the Loki
@@ -58,6 +68,8 @@ pub struct SinkLayer {
     spans: bool,
     location: bool,
     sinkwatch_events: bool,
+    /// Tells this layer's span extensions from another `SinkLayer`'s in the same subscriber.
+    id: usize,
 }
 
 impl SinkLayer {
@@ -66,11 +78,13 @@ impl SinkLayer {
     /// By default, records carry the span chain with its fields, no file/line, and other
     /// sinks' sinkwatch events are forwarded.
     pub fn new(sink: impl Sink) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(1);
         SinkLayer {
             sinks: vec![Arc::new(sink)],
             spans: true,
             location: false,
             sinkwatch_events: true,
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -104,34 +118,94 @@ impl SinkLayer {
         self
     }
 
-    fn capture<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>) -> Record
+    /// Encodes the event (and its span chain) into `buf`.
+    fn capture<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, buf: &mut Scratch)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let meta = event.metadata();
-        let mut visitor = EventVisitor::default();
-        event.record(&mut visitor);
-        // A `log` record bridged by tracing-log has the target `log`; its real target is
-        // in the field `log.target`.
-        let target = match visitor.log_target.take() {
-            Some(t) if meta.target() == "log" => Cow::Owned(t),
-            _ => Cow::Borrowed(meta.target()),
+        let flags = if self.location {
+            compact::FLAG_LOCATION
+        } else {
+            0
         };
-        Record {
-            time: SystemTime::now(),
-            level: *meta.level(),
-            target,
-            message: visitor.message,
-            fields: visitor.fields,
-            spans: if self.spans {
-                span_chain(event, ctx)
-            } else {
-                Vec::new()
-            },
-            file: if self.location { meta.file() } else { None },
-            line: if self.location { meta.line() } else { None },
+        compact::begin_event(&mut buf.bytes, SystemTime::now(), flags);
+        let mut fields = FieldWriter::event(&mut buf.bytes);
+        event.record(&mut fields);
+        fields.finish();
+        buf.metas.push(event.metadata());
+        let count_at = buf.bytes.len();
+        buf.bytes.push(0);
+        if !self.spans {
+            return;
+        }
+        let Some(scope) = ctx.event_scope(event) else {
+            return;
+        };
+        let mut count = 0_u8;
+        for span in scope.from_root().take(usize::from(u8::MAX)) {
+            let extensions = span.extensions();
+            let fields = extensions
+                .get::<SpanFields>()
+                .map_or(EMPTY_FIELDS, |f| &f.bytes[..]);
+            compact::push_span(&mut buf.bytes, fields);
+            buf.metas.push(span.metadata());
+            count += 1;
+        }
+        buf.bytes[count_at] = count;
+    }
+
+    /// A write was refused because `sink` is closed: report it when one is due.
+    fn refused(sink: &dyn Sink) {
+        if let Some(n) = sink.producer().refused_report() {
+            report_refused(sink.id().clone(), n);
         }
     }
+}
+
+/// Hands a `writes_refused` report to the reporter thread. An event emitted from inside a
+/// layer callback would be dropped by `tracing` (it does not re-enter a dispatcher), so the
+/// report is emitted from a thread of its own, to the global subscriber. Events on that
+/// thread are never fed back to any sink.
+fn report_refused(id: crate::SinkId, n: u64) {
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::{Mutex, OnceLock};
+    type Report = (crate::SinkId, u64);
+    static REPORTER: OnceLock<Option<Mutex<Sender<Report>>>> = OnceLock::new();
+    let reporter = REPORTER.get_or_init(|| {
+        let (tx, rx) = channel::<Report>();
+        std::thread::Builder::new()
+            .name("sinkwatch-reporter".into())
+            .spawn(move || {
+                REPORTING.with(|r| r.set(true));
+                for (id, n) in rx {
+                    events::writes_refused(&id, n);
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    if let Some(tx) = reporter {
+        let _ = tx
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .send((id, n));
+    }
+}
+
+/// A span with no fields: a count of zero.
+const EMPTY_FIELDS: &[u8] = &[0, 0];
+
+/// The calling thread's reused capture buffer.
+#[derive(Default)]
+struct Scratch {
+    bytes: Vec<u8>,
+    metas: Vec<&'static Metadata<'static>>,
+}
+
+std::thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    /// Set on the thread that emits the layer's `writes_refused` reports.
+    static REPORTING: Cell<bool> = const { Cell::new(false) };
 }
 
 impl fmt::Debug for SinkLayer {
@@ -148,7 +222,7 @@ impl fmt::Debug for SinkLayer {
             .field("spans", &self.spans)
             .field("location", &self.location)
             .field("sinkwatch_events", &self.sinkwatch_events)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -162,10 +236,16 @@ where
         }
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
+        // Every `SinkLayer` would record the same fields: the first one keeps them.
         if extensions.get_mut::<SpanFields>().is_none() {
-            let mut visitor = EventVisitor::default();
-            attrs.record(&mut visitor);
-            extensions.insert(SpanFields(visitor.into_fields()));
+            let mut bytes = Vec::new();
+            let mut writer = FieldWriter::span(&mut bytes);
+            attrs.record(&mut writer);
+            writer.finish();
+            extensions.insert(SpanFields {
+                owner: self.id,
+                bytes,
+            });
         }
     }
 
@@ -176,136 +256,57 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
         if let Some(fields) = extensions.get_mut::<SpanFields>() {
-            let mut visitor = EventVisitor::default();
-            values.record(&mut visitor);
-            fields.0.extend(visitor.into_fields());
+            // Only the layer that keeps the fields adds to them, or two layers would
+            // record every value twice.
+            if fields.owner == self.id {
+                let mut writer = FieldWriter::resume_span(&mut fields.bytes);
+                values.record(&mut writer);
+                writer.finish();
+            }
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if REPORTING.with(Cell::get) {
+            return;
+        }
         let own = event.metadata().target() == events::TARGET;
         if own && !self.sinkwatch_events {
             return;
         }
         // Events of a sink's own work (on its worker threads) never go back to that sink.
         let accepts = |s: &&Arc<dyn Sink>| !worker::on_worker_of(s.id());
-        let mut remaining = self.sinks.iter().filter(accepts).count();
-        if remaining == 0 {
+        if !self.sinks.iter().any(|s| accepts(&s)) {
             return;
         }
-        let mut record = Some(self.capture(event, &ctx));
-        for sink in self.sinks.iter().filter(accepts) {
-            remaining -= 1;
-            // The last sink takes the record itself; the others get clones.
-            let this = if remaining == 0 {
-                record.take()
-            } else {
-                record.clone()
-            };
-            if let Some(r) = this {
-                sink.try_write(r);
-            }
-        }
-    }
-}
-
-/// A span's recorded fields, kept in the registry's extensions.
-struct SpanFields(Vec<(Cow<'static, str>, Value)>);
-
-fn span_chain<S>(event: &Event<'_>, ctx: &Context<'_, S>) -> Vec<SpanInfo>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    let Some(scope) = ctx.event_scope(event) else {
-        return Vec::new();
-    };
-    scope
-        .from_root()
-        .map(|span| SpanInfo {
-            name: span.name(),
-            fields: span
-                .extensions()
-                .get::<SpanFields>()
-                .map(|f| f.0.clone())
-                .unwrap_or_default(),
-        })
-        .collect()
-}
-
-/// Captures an event's fields as typed values, without formatting anything but the
-/// message (and values that only offer `Debug`).
-#[derive(Default)]
-struct EventVisitor {
-    message: String,
-    fields: Vec<(Cow<'static, str>, Value)>,
-    log_target: Option<String>,
-}
-
-impl EventVisitor {
-    fn push(&mut self, field: &Field, value: Value) {
-        if self.fields.is_empty() {
-            self.fields.reserve(6);
-        }
-        self.fields.push((Cow::Borrowed(field.name()), value));
-    }
-
-    /// For spans, which have no message: keep a `message` field as a field.
-    fn into_fields(mut self) -> Vec<(Cow<'static, str>, Value)> {
-        if !self.message.is_empty() {
-            self.fields
-                .insert(0, (Cow::Borrowed("message"), Value::from(self.message)));
-        }
-        self.fields
-    }
-}
-
-impl Visit for EventVisitor {
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        self.push(field, Value::F64(value));
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(field, Value::I64(value));
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        if field.name() != "log.line" {
-            self.push(field, Value::U64(value));
-        }
-    }
-    fn record_i128(&mut self, field: &Field, value: i128) {
-        self.push(field, Value::I128(value));
-    }
-    fn record_u128(&mut self, field: &Field, value: u128) {
-        self.push(field, Value::U128(value));
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.push(field, Value::Bool(value));
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            "message" => value.clone_into(&mut self.message),
-            "log.target" => self.log_target = Some(value.to_owned()),
-            // The rest of tracing-log's bookkeeping for bridged `log` records.
-            "log.module_path" | "log.file" => {}
-            _ => self.push(field, Value::Str(Cow::Owned(value.to_owned()))),
-        }
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        // The error and its chain of causes, as text.
-        let mut text = value.to_string();
-        let mut source = value.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        self.push(field, Value::Str(Cow::Owned(text)));
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        use std::fmt::Write as _;
-        if field.name() == "message" {
-            let _ = write!(self.message, "{value:?}");
+        // A sink's worker never waits for room in another sink's queue.
+        let patience = if worker::on_any_worker() {
+            Patience::None
         } else {
-            self.push(field, Value::Str(Cow::Owned(format!("{value:?}"))));
-        }
+            Patience::Bounded
+        };
+        let deliver = |buf: &mut Scratch| {
+            buf.bytes.clear();
+            buf.metas.clear();
+            self.capture(event, &ctx, buf);
+            for sink in self.sinks.iter().filter(accepts) {
+                let put = sink.producer().put_event(&buf.bytes, &buf.metas, patience);
+                if put.is_err() {
+                    Self::refused(sink.as_ref());
+                }
+            }
+        };
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut buf) => deliver(&mut buf),
+            // An event logged while capturing another (a `Debug` impl that logs).
+            Err(_) => deliver(&mut Scratch::default()),
+        });
     }
+}
+
+/// A span's recorded fields in compact form, kept in the registry's extensions by the
+/// first `SinkLayer` that saw the span.
+struct SpanFields {
+    owner: usize,
+    bytes: Vec<u8>,
 }

@@ -67,6 +67,7 @@ pub mod error;
 pub mod events;
 mod guard;
 mod layer;
+mod queue;
 pub mod record;
 pub mod sink;
 #[cfg(feature = "testing")]

@@ -1,5 +1,5 @@
-//! The application layer: typed capture, spans, location, per-layer filters, and never
-//! blocking the caller.
+//! The application layer: typed capture, spans, location, per-layer filters, and bounded
+//! backpressure (a burst loses nothing; a stall holds the caller once, then sheds).
 //!
 //! Application events are emitted on the test's own thread under a thread-local subscriber
 //! holding the layer under test; the sinks' events come from their worker threads and
@@ -113,44 +113,143 @@ async fn one_layer_feeds_several_sinks() {
     assert_eq!(lines(b.active_path())[0]["fields"]["k"], 1);
 }
 
+/// The records a sink reported dropped with `reason`, from the watcher's history.
+fn reported(events: &testing::Watcher, sink: &sinkwatch::SinkId, reason: &str) -> u64 {
+    events
+        .history()
+        .iter()
+        .filter(|e| {
+            Matcher::sink_event(sink, events::records_dropped::NAME)
+                .field("reason", reason)
+                .matches(e)
+        })
+        .map(|e| e.u64("count").unwrap())
+        .sum()
+}
+
 #[tokio::test]
-async fn a_full_queue_never_blocks_the_caller_and_every_drop_is_reported() {
+async fn a_burst_through_the_layer_into_a_small_queue_loses_nothing() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
-    // `Wait` would block a direct `write`; through the layer the caller must not wait.
+    // A queue far smaller than the burst: backpressure, not the queue, absorbs it.
+    let file = FileSink::builder(dir.path())
+        .queue_capacity(16)
+        .queue_max_bytes(4096)
+        .build()
+        .unwrap();
+    let subscriber = tracing_subscriber::registry().with(SinkLayer::new(file.clone()));
+    let emitted = 50_000_u64;
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..emitted {
+            tracing::info!(i, user = "ada", ok = true, "burst");
+        }
+    });
+    file.flush().await.unwrap();
+    let stats = file.stats();
+    assert_eq!(
+        (stats.accepted, stats.delivered, stats.dropped),
+        (emitted, emitted, 0)
+    );
+    let written = lines(file.active_path());
+    assert_eq!(written.len() as u64, emitted);
+    assert_eq!(written[49_999]["fields"]["i"], 49_999);
+    file.shutdown(std::time::Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_stalled_disk_holds_the_caller_once_then_the_sink_sheds_reports_and_recovers() {
+    use std::sync::mpsc;
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    // The worker's first write blocks until released: a disk that stalls.
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let gate = Mutex::new(Some((entered_tx, release_rx)));
+    let bound = Duration::from_millis(50);
+    let file = FileSink::builder(dir.path())
+        .queue_capacity(4)
+        .overflow(OverflowPolicy::Block(bound))
+        .fault_hook(move |len| {
+            if let Some((entered, release)) = gate.lock().unwrap().take() {
+                entered.send(()).unwrap();
+                release.recv().unwrap();
+            }
+            Ok(len)
+        })
+        .build()
+        .unwrap();
+    let mut seen = testing::watch();
+    let subscriber = tracing_subscriber::registry().with(SinkLayer::new(file.clone()));
+    let emitted = 400_u64;
+    let started = Instant::now();
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!(i = 0_u64, "first");
+        entered_rx.recv().unwrap();
+        for i in 1..emitted {
+            tracing::info!(i, "while the disk is stalled");
+        }
+    });
+    // Had every call waited out the bound, this would take 20 s; shedding makes it one wait.
+    assert!(
+        started.elapsed() < bound * 100,
+        "the callers waited {:?}",
+        started.elapsed()
+    );
+    release_tx.send(()).unwrap();
+    let stalled = seen
+        .wait(Matcher::sink_event(file.id(), events::queue_stalled::NAME))
+        .await
+        .unwrap();
+    file.flush().await.unwrap();
+    let stats = file.stats();
+    assert_eq!(stats.accepted, emitted);
+    assert_eq!(stats.accepted, stats.delivered + stats.dropped);
+    assert!(stats.dropped > 0 && stats.delivered >= 4, "{stats:?}");
+    assert_eq!(stalled.u64("shed"), Some(stats.dropped));
+    assert_eq!(
+        reported(&seen, file.id(), events::reason::STALLED),
+        stats.dropped
+    );
+    // Recovered: the next event is written, not shed.
+    let subscriber = tracing_subscriber::registry().with(SinkLayer::new(file.clone()));
+    tracing::subscriber::with_default(subscriber, || tracing::info!("after the stall"));
+    file.flush().await.unwrap();
+    assert_eq!(file.stats().delivered, stats.delivered + 1);
+    let last = lines(file.active_path()).pop().unwrap();
+    assert_eq!(last["message"], "after the stall");
+    file.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn try_write_never_waits_and_every_drop_is_reported() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
     let file = FileSink::builder(dir.path())
         .queue_capacity(4)
         .overflow(OverflowPolicy::Wait)
         .build()
         .unwrap();
     let events = testing::watch();
-    let subscriber = tracing_subscriber::registry().with(SinkLayer::new(file.clone()));
     let emitted = 20_000_u64;
-    tracing::subscriber::with_default(subscriber, || {
-        for i in 0..emitted {
-            tracing::info!(i, "burst");
-        }
-    });
+    for i in 0..emitted {
+        file.try_write(sinkwatch::Record::new(tracing::Level::INFO, "burst").with_field("i", i))
+            .unwrap();
+    }
     file.flush().await.unwrap();
     let stats = file.stats();
     assert_eq!(stats.accepted, emitted);
     assert!(
         stats.dropped > 0,
-        "a 4-record queue took a 20,000-event burst without a drop"
+        "a 4-record queue took a 20,000-record burst without a drop"
     );
     assert_eq!(stats.delivered + stats.dropped, emitted);
     assert_eq!(lines(file.active_path()).len() as u64, stats.delivered);
-    // Every drop was reported by the sink's worker, with its reason.
-    let reported: u64 = events
-        .history()
-        .iter()
-        .filter(|e| Matcher::sink_event(file.id(), events::records_dropped::NAME).matches(e))
-        .map(|e| {
-            assert_eq!(e.str("reason"), Some(events::reason::QUEUE_FULL));
-            e.u64("count").unwrap()
-        })
-        .sum();
-    assert_eq!(reported, stats.dropped);
+    assert_eq!(
+        reported(&events, file.id(), events::reason::QUEUE_FULL),
+        stats.dropped
+    );
 }
 
 #[tokio::test]

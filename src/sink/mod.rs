@@ -2,45 +2,22 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Instant;
+use std::time::Duration;
 
 use crate::events::SinkId;
-use crate::{Record, Result, ShutdownReport, SinkStats};
+use crate::{Result, ShutdownReport, SinkStats};
 
-/// Implements [`Sink`] for a sink handle with a `producer: Producer<Record>` field and an
-/// inherent `try_write(Record) -> Result<()>`: every sink drives its queue the same way.
+/// Implements [`Sink`] for a sink handle with a `producer: Producer` field: every sink
+/// drives its queue the same way.
 macro_rules! impl_sink_via_producer {
     ($handle:ty) => {
-        impl $crate::sink::Sink for $handle {
-            fn id(&self) -> &$crate::SinkId {
-                self.producer.id()
-            }
-
-            fn try_write(&self, record: $crate::Record) {
-                // Refusals are counted and reported by the worker.
-                let _ = <$handle>::try_write(self, record);
-            }
-
-            fn stats(&self) -> $crate::SinkStats {
-                self.producer.stats()
-            }
-
-            fn flush(&self) -> $crate::sink::BoxFuture<$crate::Result<()>> {
-                Box::pin(self.producer.flush())
-            }
-
-            fn shutdown(
-                &self,
-                deadline: std::time::Instant,
-            ) -> $crate::sink::BoxFuture<$crate::ShutdownReport> {
-                let producer = self.producer.clone();
-                Box::pin(async move { producer.shutdown(deadline).await })
-            }
-
-            fn shutdown_blocking(&self, deadline: std::time::Instant) -> $crate::ShutdownReport {
-                self.producer.shutdown_blocking(deadline)
+        impl $crate::sink::sealed::Sealed for $handle {
+            fn producer(&self) -> &$crate::worker::Producer {
+                &self.producer
             }
         }
+
+        impl $crate::sink::Sink for $handle {}
     };
 }
 
@@ -52,28 +29,69 @@ pub mod loki;
 /// A boxed future, as returned by [`Sink`]'s asynchronous methods.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// What every sink offers, so the application layer and the shutdown guard can drive any
-/// mix of sinks.
-pub trait Sink: Send + Sync + 'static {
-    /// The sink's unique id, as carried by its events.
-    fn id(&self) -> &SinkId;
+pub(crate) mod sealed {
+    /// Keeps [`Sink`](super::Sink) implemented by this crate's sinks only, so it can grow.
+    pub trait Sealed {
+        /// The handle side of the sink's queue.
+        fn producer(&self) -> &crate::worker::Producer;
+    }
+}
 
-    /// Hands a record to the sink without ever blocking. A full queue applies the sink's
-    /// overflow policy (a `Wait` policy drops the new record here) and the drop is reported
-    /// by a `records_dropped` event from the sink's worker.
-    fn try_write(&self, record: Record);
+/// What every sink offers, so the application layer and the shutdown guard can drive any
+/// mix of sinks. Implemented by [`FileSink`](crate::FileSink) and
+/// [`LokiSink`](crate::LokiSink); sealed, so it can grow without breaking anyone.
+///
+/// The methods mirror the sinks' inherent ones, with the same names and arguments.
+///
+/// # Examples
+///
+/// ```
+/// # #[cfg(feature = "file")] {
+/// use std::time::Duration;
+/// use sinkwatch::{FileSink, Sink};
+///
+/// fn report(sink: &dyn Sink) -> String {
+///     format!("{}: {:?}", sink.id(), sink.stats())
+/// }
+/// let dir = tempfile::tempdir().unwrap();
+/// let file = FileSink::builder(dir.path()).build().unwrap();
+/// assert!(report(&file).starts_with("file-"));
+/// Sink::shutdown_blocking(&file, Duration::from_secs(5));
+/// # }
+/// ```
+pub trait Sink: sealed::Sealed + Send + Sync + 'static {
+    /// The sink's unique id, as carried by its events.
+    fn id(&self) -> &SinkId {
+        self.producer().id()
+    }
 
     /// The sink's counters.
-    fn stats(&self) -> SinkStats;
+    fn stats(&self) -> SinkStats {
+        self.producer().stats()
+    }
 
     /// Resolves once every record accepted before the call is delivered or reported dropped.
-    fn flush(&self) -> BoxFuture<Result<()>>;
+    ///
+    /// # Errors
+    ///
+    /// [`Closed`](crate::ErrorKind::Closed) (or [`Failed`](crate::ErrorKind::Failed)) if
+    /// the sink stopped before the flush completed.
+    fn flush(&self) -> BoxFuture<Result<()>> {
+        Box::pin(self.producer().flush())
+    }
 
-    /// Stops accepting records, delivers what it can by `deadline`, reports the rest as
+    /// Stops accepting records, delivers what it can within `timeout`, reports the rest as
     /// dropped (reason `shutdown`) and resolves when the worker has stopped (or shortly
-    /// after the deadline if it cannot).
-    fn shutdown(&self, deadline: Instant) -> BoxFuture<ShutdownReport>;
+    /// after the deadline if it cannot). Any `Duration`, even `Duration::MAX`, is fine.
+    fn shutdown(&self, timeout: Duration) -> BoxFuture<ShutdownReport> {
+        let producer = self.producer().clone();
+        let deadline = crate::deadline::later(timeout);
+        Box::pin(async move { producer.shutdown(deadline).await })
+    }
 
     /// [`shutdown`](Sink::shutdown) for synchronous code: blocks the calling thread.
-    fn shutdown_blocking(&self, deadline: Instant) -> ShutdownReport;
+    fn shutdown_blocking(&self, timeout: Duration) -> ShutdownReport {
+        self.producer()
+            .shutdown_blocking(crate::deadline::later(timeout))
+    }
 }

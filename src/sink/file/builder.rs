@@ -16,7 +16,11 @@ use super::schedule::{Schedule, TimeZone};
 use super::worker::{self, Parts};
 use super::{Compression, FileSink, Format, FsyncPolicy};
 use crate::events::SinkId;
-use crate::worker::{queue, spawn_worker, QueueConfig};
+use crate::queue::QueueConfig;
+use crate::worker::{queue, spawn_worker};
+
+/// How long a writer waits for room in a full queue by default.
+const DEFAULT_MAX_BLOCK: Duration = Duration::from_secs(1);
 use crate::{Error, OverflowPolicy, Result};
 
 /// Configures and builds a [`FileSink`].
@@ -96,9 +100,9 @@ impl FileSinkBuilder {
             compression_level: 1,
             fsync: FsyncPolicy::Never,
             format: Format::Json,
-            overflow: OverflowPolicy::DropNewest,
+            overflow: OverflowPolicy::Block(DEFAULT_MAX_BLOCK),
             queue_capacity: 65_536,
-            queue_max_bytes: 64 * 1024 * 1024,
+            queue_max_bytes: 4 * 1024 * 1024,
             clock: Arc::new(SystemClock),
             fault: None,
             fs_fault: None,
@@ -194,7 +198,10 @@ impl FileSinkBuilder {
     }
 
     /// What a full queue does with a new record. By default,
-    /// [`OverflowPolicy::DropNewest`].
+    /// [`OverflowPolicy::Block`] for at most 1 s: a disk write takes microseconds, so a
+    /// burst slows the callers to the disk's pace and loses nothing, and only a disk stalled
+    /// for a second (a hung NFS mount, a full disk being cleaned) makes the sink shed load,
+    /// reporting every record it drops (reason `stalled`) and recovering by itself.
     pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
         self.overflow = policy;
         self
@@ -206,8 +213,11 @@ impl FileSinkBuilder {
         self
     }
 
-    /// The most bytes (by [`Record::approx_size`](crate::Record::approx_size)) the queue
-    /// holds. By default, 64 MiB.
+    /// The most bytes the queue holds: events captured by [`SinkLayer`](crate::SinkLayer)
+    /// count at their compact size (about 0.6 of the JSON line they become), records
+    /// written by hand at [`Record::approx_size`](crate::Record::approx_size). Records the
+    /// worker has taken but not yet written still count. By default, 4 MiB (some 25,000
+    /// typical events): with backpressure a small queue loses nothing and keeps memory low.
     pub fn queue_max_bytes(mut self, bytes: usize) -> Self {
         self.queue_max_bytes = bytes;
         self
@@ -265,15 +275,18 @@ impl FileSinkBuilder {
         let id = SinkId::new(self.name.as_deref().unwrap_or("file"));
         let (producer, consumer) = queue(id.clone(), self.queue_config());
         let (control, control_rx) = mpsc::unbounded_channel();
+        let schedule = self
+            .rotate_every
+            .map(|every| Schedule::new(every, self.time_zone));
+        let first_boundary = schedule.and_then(|s| s.next_after(self.clock.now()));
         let parts = Parts {
             consumer,
             control: control_rx,
             file,
             size,
             max_size: self.max_file_size,
-            schedule: self
-                .rotate_every
-                .map(|every| Schedule::new(every, self.time_zone)),
+            schedule,
+            first_boundary,
             fsync: self.fsync,
             format: self.format,
             clock: self.clock.clone(),
@@ -289,7 +302,7 @@ impl FileSinkBuilder {
                 stop: Arc::default(),
             },
         };
-        spawn_worker(&id, worker::run(parts))?;
+        spawn_worker(&producer, worker::run(parts))?;
         Ok(FileSink::new(producer, control, active_path))
     }
 

@@ -2,8 +2,7 @@
 
 use std::io::Write as _;
 
-use crate::record::{write_json_str, write_rfc3339};
-use crate::{Record, Value};
+use crate::record::{json, write_json_str, RecordRef, TimestampCache, ValueRef};
 
 /// How each record is written: one line per record either way.
 ///
@@ -29,28 +28,33 @@ pub enum Format {
 
 impl Format {
     /// Appends `record` and a newline to `out`.
-    pub(crate) fn write_line(self, record: &Record, out: &mut Vec<u8>) {
+    pub(crate) fn write_line(
+        self,
+        record: &RecordRef<'_>,
+        out: &mut Vec<u8>,
+        ts: &mut TimestampCache,
+    ) {
         match self {
-            Format::Json => record.write_json(out),
-            Format::Text => write_text(record, out),
+            Format::Json => json::write_record(out, record, Some(ts)),
+            Format::Text => write_text(record, out, ts),
         }
         out.push(b'\n');
     }
 }
 
-fn write_text(record: &Record, out: &mut Vec<u8>) {
-    write_rfc3339(out, record.unix_nanos());
-    let _ = write!(out, " {:>5} ", record.level.as_str());
-    write_plain(out, &record.target);
+fn write_text(record: &RecordRef<'_>, out: &mut Vec<u8>, ts: &mut TimestampCache) {
+    ts.write(out, record.unix_nanos());
+    let _ = write!(out, " {:>5} ", record.level().as_str());
+    write_plain(out, record.target());
     out.extend_from_slice(b": ");
-    write_plain(out, &record.message);
-    for (name, value) in &record.fields {
+    write_plain(out, record.message());
+    for (name, value) in record.fields() {
         out.push(b' ');
         write_plain(out, name);
         out.push(b'=');
         match value {
-            Value::Str(s) if needs_quotes(s) => write_json_str(out, s),
-            Value::Str(s) => out.extend_from_slice(s.as_bytes()),
+            ValueRef::Str(s) if needs_quotes(s) => write_json_str(out, s),
+            ValueRef::Str(s) => out.extend_from_slice(s.as_bytes()),
             other => {
                 let _ = write!(out, "{other}");
             }
@@ -79,6 +83,7 @@ fn write_plain(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Record;
     use std::time::{Duration, SystemTime};
     use tracing::Level;
 
@@ -93,7 +98,11 @@ mod tests {
 
     fn line(format: Format, r: &Record) -> String {
         let mut out = Vec::new();
-        format.write_line(r, &mut out);
+        format.write_line(
+            &RecordRef::Owned(r),
+            &mut out,
+            &mut TimestampCache::default(),
+        );
         String::from_utf8(out).unwrap()
     }
 

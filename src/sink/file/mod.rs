@@ -40,11 +40,12 @@ mod naming;
 mod retention;
 mod schedule;
 mod worker;
+mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,10 +55,12 @@ pub use builder::FileSinkBuilder;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use format::Format;
 pub use schedule::TimeZone;
+pub use writer::FileWriter;
 
 use self::worker::Control;
+use crate::deadline::later;
 use crate::events::SinkId;
-use crate::worker::Producer;
+use crate::worker::{Patience, Producer};
 use crate::{Error, ErrorKind, Record, Result, ShutdownReport, SinkStats};
 
 /// How rotated files are compressed.
@@ -132,7 +135,7 @@ pub enum FsyncPolicy {
 /// ```
 #[derive(Clone)]
 pub struct FileSink {
-    producer: Producer<Record>,
+    producer: Producer,
     control: mpsc::UnboundedSender<Control>,
     active_path: Arc<Path>,
 }
@@ -164,7 +167,7 @@ impl FileSink {
     }
 
     fn new(
-        producer: Producer<Record>,
+        producer: Producer,
         control: mpsc::UnboundedSender<Control>,
         active_path: PathBuf,
     ) -> Self {
@@ -190,45 +193,43 @@ impl FileSink {
         self.producer.stats()
     }
 
-    /// Queues a record; under [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait) a full
-    /// queue blocks this thread until there is room (so do not call it from async code
-    /// with that policy: use [`write_async`](Self::write_async)). Other policies never
-    /// block. The record is formatted and written by the worker.
+    /// Queues a record, waiting for room as the sink's overflow policy says: by default
+    /// ([`OverflowPolicy::Block`](crate::OverflowPolicy::Block)) for at most 1 s, after which
+    /// the record is dropped and the sink sheds load until its worker catches up (every
+    /// drop reported). This blocks the calling thread: from async code use
+    /// [`write_async`](Self::write_async). The record is formatted and written by the worker.
     ///
     /// # Errors
     ///
-    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down (the record is
-    /// counted dropped, reason `closed`).
+    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down, or
+    /// [`Failed`](crate::ErrorKind::Failed) if its worker failed: the record is refused
+    /// (counted in [`SinkStats::refused`], not in the totals).
     pub fn write(&self, record: Record) -> Result<()> {
-        let size = record.approx_size();
-        self.producer.push_blocking(record, size)
+        self.producer.put_record(record, Patience::Policy)
     }
 
-    /// Queues a record, waiting asynchronously for room under
-    /// [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait).
+    /// Queues a record, waiting asynchronously for room as the sink's overflow policy says.
     ///
     /// # Errors
     ///
-    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down.
+    /// As [`write`](Self::write).
     ///
     /// # Cancel safety
     ///
     /// Cancel-safe: if cancelled while waiting for room, the record is not queued and not
     /// counted (neither accepted nor dropped), so the totals stay exact.
     pub async fn write_async(&self, record: Record) -> Result<()> {
-        let size = record.approx_size();
-        self.producer.push_async(record, size).await
+        self.producer.put_record_async(record).await
     }
 
-    /// Queues a record without ever blocking: a full queue drops it (reported by a
+    /// Queues a record without ever waiting: a full queue drops it (reported by a
     /// `records_dropped` event, reason `queue_full`).
     ///
     /// # Errors
     ///
-    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down.
+    /// As [`write`](Self::write).
     pub fn try_write(&self, record: Record) -> Result<()> {
-        let size = record.approx_size();
-        self.producer.try_push(record, size)
+        self.producer.put_record(record, Patience::None)
     }
 
     /// Resolves once every record accepted before the call is written to the OS (or
@@ -273,13 +274,18 @@ impl FileSink {
     /// the rest dropped (reason `shutdown`), waits for background compression up to the
     /// same deadline (then stops it: the plain file stays, compressed at the next start-up),
     /// and resolves when the worker has stopped (or shortly after the deadline if it is
-    /// stuck in a system call).
+    /// stuck in a system call). Any `Duration` is fine, `Duration::MAX` included.
     ///
     /// # Cancel safety
     ///
     /// Cancel-safe: the shutdown proceeds; only the wait is abandoned.
     pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
-        self.producer.shutdown(Instant::now() + timeout).await
+        self.producer.shutdown(later(timeout)).await
+    }
+
+    /// [`shutdown`](Self::shutdown) for synchronous code: blocks the calling thread.
+    pub fn shutdown_blocking(&self, timeout: Duration) -> ShutdownReport {
+        self.producer.shutdown_blocking(later(timeout))
     }
 }
 

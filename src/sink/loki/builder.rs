@@ -12,7 +12,11 @@ use super::retry::RetryPolicy;
 use super::worker::{self, Config};
 use super::{Encoding, LineFormat, LokiSink, LongLines};
 use crate::events::SinkId;
-use crate::worker::{queue, spawn_worker, QueueConfig};
+use crate::queue::QueueConfig;
+use crate::worker::{queue, spawn_worker};
+
+/// How long a writer waits for room in a full queue by default.
+const DEFAULT_MAX_BLOCK: Duration = Duration::from_millis(500);
 use crate::{Error, OverflowPolicy, Result};
 
 /// Loki's push path, added to a base URL.
@@ -113,7 +117,7 @@ impl LokiSinkBuilder {
             batch_wait: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
-            overflow: OverflowPolicy::DropNewest,
+            overflow: OverflowPolicy::Block(DEFAULT_MAX_BLOCK),
             queue_capacity: 65_536,
             queue_max_bytes: 64 * 1024 * 1024,
             error: None,
@@ -373,7 +377,11 @@ impl LokiSinkBuilder {
         self
     }
 
-    /// What a full queue does with a new record. By default, [`OverflowPolicy::DropNewest`].
+    /// What a full queue does with a new record. By default, [`OverflowPolicy::Block`] for
+    /// at most 500 ms: a healthy Loki takes a burst at its own pace and loses nothing, but an
+    /// outage lasts minutes, so a full queue costs each caller at most one short wait, and
+    /// then the sink sheds load (reporting every record it drops, reason `stalled`) until it
+    /// has pushed half its queue.
     pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
         self.overflow = policy;
         self
@@ -418,7 +426,7 @@ impl LokiSinkBuilder {
                 policy: self.overflow,
             },
         );
-        spawn_worker(&id, worker::run(consumer, config))?;
+        spawn_worker(&producer, worker::run(consumer, config))?;
         Ok(LokiSink::new(producer))
     }
 

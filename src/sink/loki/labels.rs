@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::encode::LabelPairAdapter;
-use crate::{Record, Value};
+use crate::record::{RecordRef, ValueRef};
 
 /// Loki's default limit on label names per stream.
 pub(crate) const MAX_LABEL_NAMES: usize = 15;
@@ -134,34 +134,34 @@ pub(crate) fn truncate_at_char(s: &mut String, max: usize) {
 
 /// A record's value of `name`: the field's text, or for `level` and `target` without such a
 /// field, the record's level (lowercase) or target.
-fn field_text(record: &Record, name: &str) -> Option<String> {
+fn field_text(record: &RecordRef<'_>, name: &str) -> Option<String> {
     match record.field(name) {
-        Some(Value::Str(s)) => Some(s.to_string()),
+        Some(ValueRef::Str(s)) => Some(s.to_string()),
         Some(v) => Some(v.to_string()),
-        None if name == "level" => Some(record.level.as_str().to_ascii_lowercase()),
-        None if name == "target" => Some(record.target.to_string()),
+        None if name == "level" => Some(record.level().as_str().to_ascii_lowercase()),
+        None if name == "target" => Some(record.target().to_string()),
         None => None,
     }
 }
 
 /// Appends the raw value of `name` to a cache key: `-` when absent, else its length in
 /// bytes, `:` and the text, so no two combinations of values make the same key.
-fn cache_key(key: &mut String, record: &Record, name: &str) {
+fn cache_key(key: &mut String, record: &RecordRef<'_>, name: &str) {
     let start = key.len();
     key.push_str("000000000:");
     let body = key.len();
     let present = match record.field(name) {
-        Some(Value::Str(s)) => {
+        Some(ValueRef::Str(s)) => {
             key.push_str(s);
             true
         }
         Some(v) => write!(key, "{v}").is_ok(),
         None if name == "level" => {
-            key.push_str(record.level.as_str());
+            key.push_str(record.level().as_str());
             true
         }
         None if name == "target" => {
-            key.push_str(&record.target);
+            key.push_str(record.target());
             true
         }
         None => false,
@@ -226,7 +226,10 @@ impl Labeler {
 
     /// The record's label set. A set never seen before is refused once the guard holds
     /// `max_streams` of them; the static set alone always passes.
-    pub(crate) fn labels_for(&mut self, record: &Record) -> Result<Arc<LabelSet>, TooManyStreams> {
+    pub(crate) fn labels_for(
+        &mut self,
+        record: &RecordRef<'_>,
+    ) -> Result<Arc<LabelSet>, TooManyStreams> {
         if self.dynamic.is_empty() {
             return Ok(Arc::clone(&self.static_set));
         }
@@ -247,7 +250,7 @@ impl Labeler {
     }
 
     /// The label set for a combination of values not in the cache.
-    fn resolve(&mut self, record: &Record) -> Result<Arc<LabelSet>, TooManyStreams> {
+    fn resolve(&mut self, record: &RecordRef<'_>) -> Result<Arc<LabelSet>, TooManyStreams> {
         let mut pairs = self.statics.clone();
         for name in &self.dynamic {
             if let Some(mut value) = field_text(record, name) {
@@ -272,7 +275,7 @@ impl Labeler {
 
     /// The record's structured metadata, in the configured order. Pairs that would take the
     /// entry past Loki's 64 KiB limit are left out.
-    pub(crate) fn metadata_for(&self, record: &Record) -> Vec<LabelPairAdapter> {
+    pub(crate) fn metadata_for(&self, record: &RecordRef<'_>) -> Vec<LabelPairAdapter> {
         let mut out = Vec::new();
         let mut size = 0;
         for name in &self.metadata {
@@ -295,6 +298,7 @@ impl Labeler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Record;
     use tracing::Level;
 
     fn quoted(s: &str) -> String {
@@ -376,14 +380,16 @@ mod tests {
     fn dynamic_labels_come_from_fields_and_level() {
         let mut l = labeler(&["level", "region"], 10);
         let r = Record::new(Level::WARN, "m").with_field("region", "eu");
-        let set = l.labels_for(&r).unwrap();
+        let set = l.labels_for(&RecordRef::Owned(&r)).unwrap();
         assert_eq!(set.text, r#"{app="demo", level="warn", region="eu"}"#);
     }
 
     #[test]
     fn a_missing_field_leaves_the_label_out() {
         let mut l = labeler(&["region"], 10);
-        let set = l.labels_for(&Record::new(Level::INFO, "m")).unwrap();
+        let set = l
+            .labels_for(&RecordRef::Owned(&Record::new(Level::INFO, "m")))
+            .unwrap();
         assert_eq!(set.text, r#"{app="demo"}"#);
     }
 
@@ -391,7 +397,7 @@ mod tests {
     fn long_values_are_cut_to_loki_limit() {
         let mut l = labeler(&["region"], 10);
         let r = Record::new(Level::INFO, "m").with_field("region", "x".repeat(5000));
-        let set = l.labels_for(&r).unwrap();
+        let set = l.labels_for(&RecordRef::Owned(&r)).unwrap();
         assert_eq!(set.pairs[1].1.len(), MAX_LABEL_VALUE);
     }
 
@@ -399,12 +405,15 @@ mod tests {
     fn the_stream_guard_refuses_new_sets_but_not_known_ones() {
         let mut l = labeler(&["n"], 2);
         let rec = |n: u64| Record::new(Level::INFO, "m").with_field("n", n);
-        assert!(l.labels_for(&rec(1)).is_ok());
-        assert!(l.labels_for(&rec(2)).is_ok());
-        assert_eq!(l.labels_for(&rec(3)), Err(TooManyStreams));
-        assert!(l.labels_for(&rec(1)).is_ok());
+        assert!(l.labels_for(&RecordRef::Owned(&rec(1))).is_ok());
+        assert!(l.labels_for(&RecordRef::Owned(&rec(2))).is_ok());
+        assert_eq!(
+            l.labels_for(&RecordRef::Owned(&rec(3))),
+            Err(TooManyStreams)
+        );
+        assert!(l.labels_for(&RecordRef::Owned(&rec(1))).is_ok());
         assert!(l
-            .labels_for(&Record::new(Level::INFO, "static only"))
+            .labels_for(&RecordRef::Owned(&Record::new(Level::INFO, "static only")))
             .is_ok());
     }
 
@@ -419,8 +428,8 @@ mod tests {
                 r = r.with_field("b", b);
             }
             let mut k = String::new();
-            cache_key(&mut k, &r, "a");
-            cache_key(&mut k, &r, "b");
+            cache_key(&mut k, &RecordRef::Owned(&r), "a");
+            cache_key(&mut k, &RecordRef::Owned(&r), "b");
             k
         };
         let keys = [
@@ -439,8 +448,8 @@ mod tests {
     fn cached_label_sets_match_fresh_ones() {
         let mut l = labeler(&["region"], 10);
         let r = Record::new(Level::INFO, "m").with_field("region", "eu");
-        let first = l.labels_for(&r).unwrap();
-        let again = l.labels_for(&r).unwrap();
+        let first = l.labels_for(&RecordRef::Owned(&r)).unwrap();
+        let again = l.labels_for(&RecordRef::Owned(&r)).unwrap();
         assert!(Arc::ptr_eq(&first, &again));
     }
 
@@ -448,7 +457,7 @@ mod tests {
     fn metadata_comes_from_fields_in_order() {
         let l = labeler(&[], 1);
         let r = Record::new(Level::INFO, "m").with_field("trace_id", "abc");
-        let md = l.metadata_for(&r);
+        let md = l.metadata_for(&RecordRef::Owned(&r));
         assert_eq!(md.len(), 1);
         assert_eq!(
             (md[0].name.as_str(), md[0].value.as_str()),
@@ -461,6 +470,6 @@ mod tests {
         let l = labeler(&[], 1);
         let r =
             Record::new(Level::INFO, "m").with_field("trace_id", "x".repeat(MAX_METADATA_BYTES));
-        assert!(l.metadata_for(&r).is_empty());
+        assert!(l.metadata_for(&RecordRef::Owned(&r)).is_empty());
     }
 }

@@ -2,7 +2,7 @@
 
 use super::labels::truncate_at_char;
 use super::{LineFormat, LongLines};
-use crate::Record;
+use crate::record::{json, RecordRef};
 
 /// Appended to a truncated line.
 pub(crate) const TRUNCATION_MARKER: &str = "…[truncated]";
@@ -18,16 +18,17 @@ pub(crate) struct Lines {
 impl Lines {
     /// The record's line, or `None` when it is too long and such lines are dropped.
     #[cfg(test)]
-    pub(crate) fn render(&self, record: &mut Record) -> Option<String> {
+    pub(crate) fn render(&self, record: &mut crate::Record) -> Option<String> {
+        let record = &RecordRef::Owned(record);
         self.render_counted(record).map(|(line, _)| line)
     }
 
     /// The record's line and the bytes cut off it (0 unless it was truncated), or `None`
     /// when it is too long and such lines are dropped.
-    pub(crate) fn render_counted(&self, record: &mut Record) -> Option<(String, usize)> {
+    pub(crate) fn render_counted(&self, record: &RecordRef<'_>) -> Option<(String, usize)> {
         let mut line = match self.format {
             LineFormat::Json => json_line(record),
-            LineFormat::Message => std::mem::take(&mut record.message),
+            LineFormat::Message => record.message().to_owned(),
         };
         if line.len() <= self.max_bytes {
             return Some((line, 0));
@@ -47,9 +48,9 @@ impl Lines {
 
 /// The record as JSON, as [`Record::write_json`] writes it but without the timestamp: the
 /// entry carries the same time, to the nanosecond, and repeating it costs bytes on the wire.
-fn json_line(record: &Record) -> String {
-    let mut out = Vec::with_capacity(record.message.len() + 64 * (record.fields.len() + 1));
-    record.write_json_untimed(&mut out);
+fn json_line(record: &RecordRef<'_>) -> String {
+    let mut out = Vec::with_capacity(record.message().len() + 256);
+    json::write_record(&mut out, record, None);
     // Everything written is UTF-8 (escaped strings and ASCII).
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
@@ -57,6 +58,7 @@ fn json_line(record: &Record) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Record;
     use tracing::Level;
 
     fn lines(max: usize, long: LongLines) -> Lines {

@@ -38,6 +38,7 @@ mod encode;
 mod http;
 mod labels;
 mod line;
+mod push;
 mod retry;
 mod worker;
 
@@ -46,8 +47,9 @@ use std::time::Duration;
 
 pub use builder::LokiSinkBuilder;
 
+use crate::deadline::later;
 use crate::events::SinkId;
-use crate::worker::Producer;
+use crate::worker::{Patience, Producer};
 use crate::{Record, Result, ShutdownReport, SinkStats};
 
 /// How push requests are encoded.
@@ -144,7 +146,7 @@ pub enum LongLines {
 /// ```
 #[derive(Clone)]
 pub struct LokiSink {
-    producer: Producer<Record>,
+    producer: Producer,
 }
 
 impl fmt::Debug for LokiSink {
@@ -153,39 +155,6 @@ impl fmt::Debug for LokiSink {
             .field("id", self.producer.id())
             .finish_non_exhaustive()
     }
-}
-
-/// The memory a queued record takes, counted against the queue's byte bound: the record
-/// itself, its heap allocations, and the queue slot.
-fn footprint(record: &Record) -> usize {
-    use std::borrow::Cow;
-    use std::mem::size_of;
-    let cow = |c: &Cow<'static, str>| match c {
-        Cow::Owned(s) => s.capacity(),
-        Cow::Borrowed(_) => 0,
-    };
-    let value = |v: &crate::Value| match v {
-        crate::Value::Str(s) => cow(s),
-        _ => 0,
-    };
-    let fields = |f: &[(Cow<'static, str>, crate::Value)]| -> usize {
-        f.iter().map(|(n, v)| cow(n) + value(v)).sum()
-    };
-    let field_slot = size_of::<(Cow<'static, str>, crate::Value)>();
-    let spans: usize = record
-        .spans
-        .iter()
-        .map(|s| {
-            size_of::<crate::SpanInfo>() + s.fields.capacity() * field_slot + fields(&s.fields)
-        })
-        .sum();
-    size_of::<Record>()
-        + 2 * size_of::<usize>()
-        + record.message.capacity()
-        + cow(&record.target)
-        + record.fields.capacity() * field_slot
-        + fields(&record.fields)
-        + spans
 }
 
 impl LokiSink {
@@ -205,7 +174,7 @@ impl LokiSink {
         LokiSinkBuilder::new(url.into())
     }
 
-    fn new(producer: Producer<Record>) -> Self {
+    fn new(producer: Producer) -> Self {
         LokiSink { producer }
     }
 
@@ -220,45 +189,44 @@ impl LokiSink {
         self.producer.stats()
     }
 
-    /// Queues a record without ever blocking: a full queue applies the overflow policy
-    /// (under [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait) it drops the new record,
-    /// as `DropNewest` does), reported by a `records_dropped` event.
+    /// Queues a record without ever waiting: a full queue drops it (reported by a
+    /// `records_dropped` event, reason `queue_full`; under
+    /// [`OverflowPolicy::DropOldest`](crate::OverflowPolicy::DropOldest) the oldest go).
     ///
     /// # Errors
     ///
-    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down (the record is
-    /// counted dropped, reason `closed`).
+    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down, or
+    /// [`Failed`](crate::ErrorKind::Failed) if its worker failed: the record is refused
+    /// (counted in [`SinkStats::refused`], not in the totals).
     pub fn try_write(&self, record: Record) -> Result<()> {
-        let size = footprint(&record);
-        self.producer.try_push(record, size)
+        self.producer.put_record(record, Patience::None)
     }
 
-    /// Queues a record; under [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait) a full
-    /// queue blocks this thread until there is room (do not call it from async code with
-    /// that policy: use [`write_async`](Self::write_async)). Other policies never block.
+    /// Queues a record, waiting for room as the sink's overflow policy says: by default
+    /// ([`OverflowPolicy::Block`](crate::OverflowPolicy::Block)) for at most 500 ms, after
+    /// which the record is dropped and the sink sheds load until it has pushed half its
+    /// queue (every drop reported). This blocks the calling thread: from async code use
+    /// [`write_async`](Self::write_async).
     ///
     /// # Errors
     ///
-    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down.
+    /// As [`try_write`](Self::try_write).
     pub fn write(&self, record: Record) -> Result<()> {
-        let size = footprint(&record);
-        self.producer.push_blocking(record, size)
+        self.producer.put_record(record, Patience::Policy)
     }
 
-    /// Queues a record, waiting asynchronously for room under
-    /// [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait).
+    /// Queues a record, waiting asynchronously for room as the sink's overflow policy says.
     ///
     /// # Errors
     ///
-    /// [`Closed`](crate::ErrorKind::Closed) once the sink is shut down.
+    /// As [`try_write`](Self::try_write).
     ///
     /// # Cancel safety
     ///
-    /// If cancelled while waiting for room, the record is not queued; it stays counted as
-    /// accepted but is never delivered or reported, so prefer not to cancel it.
+    /// Cancel-safe: if cancelled while waiting for room, the record is not queued and not
+    /// counted (neither accepted nor dropped), so the totals stay exact.
     pub async fn write_async(&self, record: Record) -> Result<()> {
-        let size = footprint(&record);
-        self.producer.push_async(record, size).await
+        self.producer.put_record_async(record).await
     }
 
     /// Resolves once every record accepted before the call has been pushed (2xx) or
@@ -288,27 +256,13 @@ impl LokiSink {
     ///
     /// Cancel-safe: the shutdown proceeds; only the wait is abandoned.
     pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
-        self.producer.shutdown(worker::later(timeout)).await
+        self.producer.shutdown(later(timeout)).await
     }
 
     /// [`shutdown`](Self::shutdown) for synchronous code: blocks the calling thread.
     pub fn shutdown_blocking(&self, timeout: Duration) -> ShutdownReport {
-        self.producer.shutdown_blocking(worker::later(timeout))
+        self.producer.shutdown_blocking(later(timeout))
     }
 }
 
 impl_sink_via_producer!(LokiSink);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tracing::Level;
-
-    #[test]
-    fn footprint_counts_owned_text() {
-        let small = Record::new(Level::INFO, "m");
-        let big = Record::new(Level::INFO, "m").with_field("pad", "x".repeat(1000));
-        assert!(footprint(&big) >= footprint(&small) + 1000);
-        assert!(footprint(&small) >= std::mem::size_of::<Record>());
-    }
-}

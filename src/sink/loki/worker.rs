@@ -1,31 +1,38 @@
-//! The Loki sink's worker: turns records into entries, batches them, pushes one request at a
-//! time with retries, and accounts for every record.
+//! The Loki sink's worker: turns records into entries, batches them, and hands each full
+//! batch to a push task (`push.rs`), several in flight at once, accounting for every record.
 //!
 //! It runs on the sink's own thread and runtime (`crate::worker::spawn_worker`), so its
 //! timers are real time. Nothing here panics: every failure becomes an event and, where
 //! records are lost, a `records_dropped` report, so `accepted == delivered + dropped` holds
 //! whenever the worker is idle.
+//!
+//! Several requests in flight reorder entries of a stream by at most a few requests, which
+//! Loki accepts since 2.4 (`unordered_writes`, on by default). A flush waits for every
+//! request in flight; the shutdown deadline cuts each of them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::task::JoinSet;
 
 use super::batch::Batch;
 use super::encode::{self, EntryAdapter, Timestamp};
 use super::labels::{LabelSet, Labeler};
 use super::line::Lines;
-use super::retry::{classify, parse_retry_after, RetryPolicy, Rng, Verdict};
+use super::push::{self, sleep_until, Part, Pusher};
+use super::retry::{RetryPolicy, Rng};
 use super::Encoding;
 use crate::events::{self, reason};
-use crate::worker::{Consumer, Item, Recv};
+use crate::queue::{Chunk, Entry};
+use crate::record::RecordRef;
+use crate::worker::{Consumer, Recv};
 use crate::Record;
 
-/// Items taken from the queue at a time. Records taken are no longer counted by the queue's
-/// byte bound, so this stays small: it is the only memory outside the bound and the batch.
-const CHUNK: usize = 512;
-/// How much of an error response is kept for events.
-const MESSAGE_LIMIT: usize = 1024;
+/// Requests in flight at once by default: enough to hide a round trip behind encoding the
+/// next batch, few enough not to crowd a Loki.
+pub(crate) const DEFAULT_IN_FLIGHT: usize = 4;
+
 /// Everything the worker is started with.
 pub(crate) struct Config {
     pub(crate) client: reqwest::Client,
@@ -40,28 +47,6 @@ pub(crate) struct Config {
     pub(crate) labeler: Labeler,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
-    Go,
-    /// The shutdown deadline passed: everything not delivered is being reported dropped.
-    Stop,
-}
-
-/// One encoded request body and what it carries.
-struct Part {
-    body: Bytes,
-    entries: u64,
-    streams: u64,
-}
-
-/// How one attempt ended: a status (0 for a transport error), its message, `Retry-After`.
-#[derive(Debug, Default)]
-struct Outcome {
-    status: u16,
-    message: String,
-    retry_after: Option<Duration>,
-}
-
 /// Records refused on the way into a batch, reported together.
 #[derive(Debug, Default)]
 struct Tally {
@@ -72,41 +57,50 @@ struct Tally {
 }
 
 struct Worker {
-    consumer: Consumer<Record>,
-    cfg: Config,
+    consumer: Consumer,
+    pusher: Arc<Pusher>,
+    encoding: Encoding,
+    max_entries: usize,
+    max_bytes: usize,
+    wait: Duration,
+    lines: Lines,
+    labeler: Labeler,
     batch: Batch,
-    rng: Rng,
     tally: Tally,
+    in_flight: JoinSet<()>,
+    max_in_flight: usize,
+    /// Records (and their queue bytes) taken from the queue and not yet released.
+    held: (usize, usize),
+    /// The shutdown deadline passed: whatever is left is dropped.
+    stopped: bool,
 }
 
 /// The worker's whole life.
-pub(crate) async fn run(consumer: Consumer<Record>, cfg: Config) {
+pub(crate) async fn run(consumer: Consumer, cfg: Config) {
+    let pusher = Pusher::new(
+        consumer.clone(),
+        cfg.client,
+        cfg.url,
+        cfg.timeout,
+        cfg.retry,
+    );
     let mut worker = Worker {
         consumer,
-        cfg,
+        pusher: Arc::new(pusher),
+        encoding: cfg.encoding,
+        max_entries: cfg.max_entries,
+        max_bytes: cfg.max_bytes,
+        wait: cfg.wait,
+        lines: cfg.lines,
+        labeler: cfg.labeler,
         batch: Batch::default(),
-        rng: Rng::new(),
         tally: Tally::default(),
+        in_flight: JoinSet::new(),
+        max_in_flight: DEFAULT_IN_FLIGHT,
+        held: (0, 0),
+        stopped: false,
     };
     worker.main_loop().await;
-}
-
-/// "Forever" for a configured duration: far enough, and never overflowing an `Instant`.
-const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// Now plus `d`, capped at a century: `Instant + Duration::MAX` (a configured
-/// `max_backoff`, `max_retry_after` or shutdown timeout, or a `Retry-After` of 2^64 − 1
-/// seconds) would panic.
-pub(super) fn later(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d.min(CENTURY)).unwrap_or(now)
-}
-
-/// Waits until `at`, in real time on the worker's own runtime.
-async fn sleep_until(at: Instant) {
-    // A legitimate timer (batch wait, backoff, shutdown deadline), not synchronisation.
-    #[allow(clippy::disallowed_methods)]
-    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
 }
 
 /// Waits until `at`, or forever when there is nothing to wait for.
@@ -117,34 +111,36 @@ async fn wait_until(at: Option<Instant>) {
     }
 }
 
-/// Resolves when the shutdown deadline has passed (never if no shutdown is requested).
-async fn shutdown_cut(consumer: &Consumer<Record>) {
-    let deadline = consumer.shutdown_requested().await;
-    sleep_until(deadline).await;
+/// A finished push task: a panic in one is the worker's panic (its guard reports it).
+fn settle(joined: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(e)) = joined {
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 }
 
 impl Worker {
     async fn main_loop(&mut self) {
-        let mut items = Vec::with_capacity(CHUNK);
+        let mut chunk = Chunk::default();
         loop {
-            let due = self.batch.due(self.cfg.wait);
+            let due = self.batch.due(self.wait);
             tokio::select! {
                 biased;
                 deadline = self.consumer.shutdown_requested() => {
-                    return self.close(Some(deadline), &mut items).await;
+                    return self.close(Some(deadline), &mut chunk).await;
                 }
-                () = wait_until(due) => {
-                    self.send_batch().await;
+                joined = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    settle(joined);
                 }
-                received = self.consumer.recv(&mut items, CHUNK) => match received {
-                    Recv::Items => {
-                        self.process(&mut items).await;
-                    }
+                () = wait_until(due) => self.send_batch().await,
+                received = self.consumer.recv(&mut chunk) => match received {
+                    Recv::Items => self.process(&mut chunk).await,
                     // The queue is closed and drained: every handle is gone, or a shutdown
                     // closed it (racing the branch above), whose deadline then still holds.
                     Recv::Closed => {
                         let deadline = self.consumer.shutdown_deadline();
-                        return self.close(deadline, &mut items).await;
+                        return self.close(deadline, &mut chunk).await;
                     }
                 },
             }
@@ -152,14 +148,17 @@ impl Worker {
     }
 
     /// Pushes what is left until `deadline`, reports the rest, and emits `sink_closed`.
-    async fn close(&mut self, deadline: Option<Instant>, items: &mut Vec<Item<Record>>) {
+    async fn close(&mut self, deadline: Option<Instant>, chunk: &mut Chunk) {
         let passed = || deadline.is_some_and(|d| Instant::now() >= d);
-        let mut flow = Flow::Go;
-        while flow == Flow::Go && !passed() && self.consumer.try_recv(items, CHUNK) {
-            flow = self.process(items).await;
+        while !self.stopped && !passed() && self.consumer.try_recv(chunk) {
+            self.process(chunk).await;
         }
-        if flow == Flow::Go && !passed() {
+        if !self.stopped && !passed() {
             self.send_batch().await;
+        }
+        // Each request cuts itself at the deadline.
+        while !self.in_flight.is_empty() {
+            settle(self.in_flight.join_next().await);
         }
         let left = self.batch.take().entries() as u64;
         self.consumer.dropped(left, reason::SHUTDOWN);
@@ -168,73 +167,92 @@ impl Worker {
         self.consumer.finish();
     }
 
-    /// Handles items in order. A flush marker sends the pending batch at once and is
-    /// acknowledged once that batch is delivered or reported.
-    async fn process(&mut self, items: &mut Vec<Item<Record>>) -> Flow {
-        let mut rest = items.drain(..);
-        let mut flow = Flow::Go;
-        while let Some(item) = rest.next() {
-            flow = match item {
-                Item::Record(record, _) => self.add(record).await,
-                Item::Flush(ack) => {
-                    let flow = self.send_batch().await;
-                    self.report_tally();
-                    self.consumer.complete_flush(ack);
-                    flow
-                }
-            };
-            if flow == Flow::Stop {
-                self.abandon(rest);
-                break;
-            }
-        }
-        self.report_tally();
-        flow
+    fn deadline_passed(&self) -> bool {
+        self.consumer
+            .shutdown_deadline()
+            .is_some_and(|d| Instant::now() >= d)
     }
 
-    /// After the deadline: reports the records left in a chunk, then completes its flushes.
-    fn abandon(&mut self, rest: impl Iterator<Item = Item<Record>>) {
-        let mut acks = Vec::new();
-        let mut records = 0;
-        for item in rest {
-            match item {
-                Item::Record(..) => records += 1,
-                Item::Flush(ack) => acks.push(ack),
+    /// Gives the queue back the room of the records moved into the batch.
+    fn release(&mut self) {
+        let (records, bytes) = std::mem::take(&mut self.held);
+        self.consumer.release(records, bytes);
+    }
+
+    /// Handles entries in order. A flush marker sends the pending batch at once and is
+    /// acknowledged once everything in flight is delivered or reported.
+    async fn process(&mut self, chunk: &mut Chunk) {
+        let mut abandoned = 0;
+        for (entry, size) in chunk.drain() {
+            if let Entry::Flush(ack) = entry {
+                if !self.stopped {
+                    self.release();
+                    self.send_batch().await;
+                    self.drain_in_flight().await;
+                }
+                self.report_tally();
+                self.consumer
+                    .dropped(std::mem::take(&mut abandoned), reason::SHUTDOWN);
+                self.consumer.complete_flush(ack);
+                continue;
+            }
+            self.held.0 += 1;
+            self.held.1 += size;
+            if self.stopped || self.deadline_passed() {
+                self.stopped = true;
+                abandoned += 1;
+                continue;
+            }
+            match entry {
+                Entry::Event(event) => self.add(&RecordRef::Event(event)).await,
+                Entry::Record(record) => self.add(&RecordRef::Owned(&record)).await,
+                Entry::Line(line) => {
+                    let text = String::from_utf8_lossy(line).into_owned();
+                    let record = Record::new(tracing::Level::INFO, text);
+                    self.add(&RecordRef::Owned(&record)).await;
+                }
+                Entry::Flush(_) => unreachable!("handled above"),
             }
         }
-        self.consumer.dropped(records, reason::SHUTDOWN);
-        for ack in acks {
-            self.consumer.complete_flush(ack);
+        chunk.clear();
+        self.consumer.dropped(abandoned, reason::SHUTDOWN);
+        self.release();
+        self.report_tally();
+    }
+
+    /// Waits for every request in flight to settle (a flush's promise).
+    async fn drain_in_flight(&mut self) {
+        while !self.in_flight.is_empty() {
+            settle(self.in_flight.join_next().await);
         }
     }
 
     /// Adds a record to the batch, sending the batch first if the record would overflow it.
-    async fn add(&mut self, record: Record) -> Flow {
+    async fn add(&mut self, record: &RecordRef<'_>) {
         let Some((set, entry)) = self.prepare(record) else {
-            return Flow::Go;
+            return;
         };
-        let mut flow = Flow::Go;
         let cost = self.batch.cost(&set, &entry);
         if self
             .batch
-            .would_overflow(cost, self.cfg.max_entries, self.cfg.max_bytes)
+            .would_overflow(cost, self.max_entries, self.max_bytes)
         {
-            flow = self.send_batch().await;
+            self.release();
+            self.send_batch().await;
         }
         let cost = self.batch.cost(&set, &entry);
         self.batch.push(set, entry, cost);
-        flow
     }
 
     /// The record's stream and entry, or `None` (counted) when it must be dropped.
-    fn prepare(&mut self, mut record: Record) -> Option<(Arc<LabelSet>, EntryAdapter)> {
+    fn prepare(&mut self, record: &RecordRef<'_>) -> Option<(Arc<LabelSet>, EntryAdapter)> {
         let timestamp = Some(Timestamp::from_unix_nanos(record.unix_nanos()));
-        let structured_metadata = self.cfg.labeler.metadata_for(&record);
-        let Ok(set) = self.cfg.labeler.labels_for(&record) else {
+        let structured_metadata = self.labeler.metadata_for(record);
+        let Ok(set) = self.labeler.labels_for(record) else {
             self.tally.too_many_streams += 1;
             return None;
         };
-        let Some((line, cut)) = self.cfg.lines.render_counted(&mut record) else {
+        let Some((line, cut)) = self.lines.render_counted(record) else {
             self.tally.too_long += 1;
             return None;
         };
@@ -260,31 +278,31 @@ impl Worker {
         }
     }
 
-    /// Encodes and pushes the pending batch (in parts if its body would pass the byte cap).
-    async fn send_batch(&mut self) -> Flow {
+    /// Encodes the pending batch (in parts if its body would pass the byte cap) and starts
+    /// a push task for each part, waiting for a free slot when enough are in flight.
+    async fn send_batch(&mut self) {
         if self.batch.is_empty() {
-            return Flow::Go;
+            return;
         }
         let batch = self.batch.take();
         let mut parts = Vec::new();
         self.encode_split(batch, &mut parts);
-        let mut parts = parts.into_iter();
-        while let Some(part) = parts.next() {
-            if self.push(&part).await == Flow::Stop {
-                let left: u64 = parts.map(|p| p.entries).sum();
-                self.consumer.dropped(left, reason::SHUTDOWN);
-                return Flow::Stop;
+        for part in parts {
+            while self.in_flight.len() >= self.max_in_flight {
+                settle(self.in_flight.join_next().await);
             }
+            let rng = Rng::new();
+            self.in_flight
+                .spawn(push::push(Arc::clone(&self.pusher), part, rng));
         }
-        Flow::Go
     }
 
     /// Encodes `batch`; a body over the byte cap is split in halves until each part fits.
     fn encode_split(&self, batch: Batch, out: &mut Vec<Part>) {
         let (entries, streams) = (batch.entries() as u64, batch.streams() as u64);
         let id = self.consumer.id();
-        match encode::encode(&batch.req, &batch.sets, self.cfg.encoding) {
-            Ok(body) if body.len() <= self.cfg.max_bytes => out.push(Part {
+        match encode::encode(&batch.req, &batch.sets, self.encoding) {
+            Ok(body) if body.len() <= self.max_bytes => out.push(Part {
                 body: Bytes::from(body),
                 entries,
                 streams,
@@ -295,7 +313,7 @@ impl Worker {
                 self.encode_split(second, out);
             }
             Ok(body) => {
-                let max = self.cfg.max_bytes;
+                let max = self.max_bytes;
                 let error = format!(
                     "one entry encodes to {} bytes, over the batch byte limit of {max}",
                     body.len()
@@ -308,170 +326,5 @@ impl Worker {
                 self.consumer.dropped(entries, reason::NOT_RETRYABLE);
             }
         }
-    }
-
-    /// Pushes one part until it is delivered, rejected, out of retries or cut by shutdown.
-    async fn push(&mut self, part: &Part) -> Flow {
-        let mut last = Outcome::default();
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            // Refusals pile up while an outage lasts; report them as they happen.
-            self.consumer.report_refusals();
-            let started = Instant::now();
-            let outcome = tokio::select! {
-                biased;
-                () = shutdown_cut(&self.consumer) => {
-                    return self.give_up_at_shutdown(part, attempt - 1, &last);
-                }
-                outcome = self.attempt(part.body.clone()) => outcome,
-            };
-            let delay = match self.judge(part, attempt, &outcome, started) {
-                Ok(flow) => return flow,
-                Err(delay) => delay,
-            };
-            if !self.backoff(later(delay)).await {
-                return self.give_up_at_shutdown(part, attempt, &outcome);
-            }
-            last = outcome;
-        }
-    }
-
-    /// Reports an attempt's outcome: `Ok` when the part is settled, `Err(delay)` to retry.
-    fn judge(
-        &mut self,
-        part: &Part,
-        attempt: u32,
-        o: &Outcome,
-        started: Instant,
-    ) -> Result<Flow, Duration> {
-        let id = self.consumer.id();
-        let verdict = if o.status == 0 {
-            Verdict::Retry
-        } else {
-            classify(o.status)
-        };
-        let fail = |why| {
-            let status = u64::from(o.status);
-            events::push_failed(id, part.entries, status, &o.message, attempt.into());
-            self.consumer.dropped(part.entries, why);
-            Ok(Flow::Go)
-        };
-        match verdict {
-            Verdict::Delivered => {
-                self.consumer.delivered(part.entries);
-                let (bytes, status) = (part.body.len() as u64, u64::from(o.status));
-                let us = events::micros(started.elapsed());
-                events::push_complete(
-                    id,
-                    part.entries,
-                    part.streams,
-                    bytes,
-                    status,
-                    attempt.into(),
-                    us,
-                );
-                Ok(Flow::Go)
-            }
-            Verdict::Rejected => fail(reason::REJECTED),
-            Verdict::NotRetryable => fail(reason::NOT_RETRYABLE),
-            Verdict::Retry if attempt > self.cfg.retry.max_retries => {
-                fail(reason::RETRIES_EXHAUSTED)
-            }
-            Verdict::Retry => {
-                let delay = self.cfg.retry.delay(attempt, o.retry_after, &mut self.rng);
-                let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-                let status = u64::from(o.status);
-                events::push_retry(id, part.entries, attempt.into(), ms, status, &o.message);
-                Err(delay)
-            }
-        }
-    }
-
-    /// Waits until `until` unless the shutdown deadline comes first: false means give up.
-    async fn backoff(&self, until: Instant) -> bool {
-        tokio::select! {
-            biased;
-            deadline = self.consumer.shutdown_requested() => {
-                if until > deadline {
-                    return false;
-                }
-                sleep_until(until).await;
-                true
-            }
-            () = sleep_until(until) => true,
-        }
-    }
-
-    fn give_up_at_shutdown(&self, part: &Part, attempts: u32, last: &Outcome) -> Flow {
-        let mut error = String::from("the shutdown deadline passed before delivery");
-        if !last.message.is_empty() {
-            error.push_str("; last error: ");
-            error.push_str(&last.message);
-        }
-        let status = u64::from(last.status);
-        events::push_failed(
-            self.consumer.id(),
-            part.entries,
-            status,
-            &error,
-            attempts.into(),
-        );
-        self.consumer.dropped(part.entries, reason::SHUTDOWN);
-        Flow::Stop
-    }
-
-    /// One request: its status, Loki's message (for errors) and `Retry-After`.
-    async fn attempt(&self, body: Bytes) -> Outcome {
-        let request = self.cfg.client.post(self.cfg.url.clone());
-        let sent = request.timeout(self.cfg.timeout).body(body).send().await;
-        let mut response = match sent {
-            Ok(r) => r,
-            Err(e) => return transport_error(e, self.cfg.timeout),
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let mut text = Vec::new();
-        // Read (part of) the body: the error message, and on success it frees the connection.
-        while text.len() < MESSAGE_LIMIT {
-            match response.chunk().await {
-                Ok(Some(chunk)) => text.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        text.truncate(MESSAGE_LIMIT);
-        let message = String::from_utf8_lossy(&text).trim_end().to_owned();
-        Outcome {
-            status,
-            message,
-            retry_after,
-        }
-    }
-}
-
-/// A transport error as text, without the URL (which could carry credentials) and with its
-/// causes, which say what actually happened (refused, reset, …).
-fn transport_error(e: reqwest::Error, timeout: Duration) -> Outcome {
-    let message = if e.is_timeout() {
-        format!("the request timed out after {timeout:?}")
-    } else {
-        let e = e.without_url();
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    };
-    Outcome {
-        status: 0,
-        message,
-        retry_after: None,
     }
 }

@@ -1,0 +1,430 @@
+//! The compact form in which the layer hands an event to the sinks.
+//!
+//! Capturing an event must cost the caller little: no allocation per field, no formatting
+//! beyond what `tracing` itself asks for (the message and `Debug`-only values). The layer
+//! encodes the event into a byte string in a reused thread-local buffer, and the queue
+//! copies those bytes in; names, the target, the level and the source location are not
+//! copied at all but read, on the worker, from the event's `&'static Metadata` (and each
+//! span's), which travel beside the bytes. A queued event takes about as many bytes as
+//! its values, well under the length of the JSON line it becomes.
+//!
+//! Layout of an event (all integers little-endian):
+//!
+//! ```text
+//! u64 time (ns since the epoch) | u8 flags | fields | u8 spans | per span: u32 len, fields
+//! fields = u16 count, then per field: u8 kind, u8 index into the callsite's fields, value
+//! ```
+//!
+//! The message and a bridged `log` record's target are fields of their own kinds. Values:
+//! `bool` one byte, numbers 8 or 16 bytes, strings a `u32` length and UTF-8 bytes.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use tracing::field::{Field, Visit};
+use tracing::Metadata;
+
+use super::ValueRef;
+
+const BOOL: u8 = 0;
+const I64: u8 = 1;
+const U64: u8 = 2;
+const I128: u8 = 3;
+const U128: u8 = 4;
+const F64: u8 = 5;
+const STR: u8 = 6;
+/// The event's message (a string).
+const MESSAGE: u8 = 7;
+/// A bridged `log` record's real target (a string).
+const LOG_TARGET: u8 = 8;
+
+/// Flag: the reader may show the callsite's file and line.
+pub(crate) const FLAG_LOCATION: u8 = 1;
+
+/// Starts an event's encoding: its time and flags. Fields follow ([`FieldWriter`]), then
+/// the spans ([`push_span`], after a `u8` count).
+pub(crate) fn begin_event(out: &mut Vec<u8>, time: SystemTime, flags: u8) {
+    let nanos = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    out.extend_from_slice(&nanos.to_le_bytes());
+    out.push(flags);
+}
+
+/// Appends one span's encoded fields to an event (after its `u8` span count).
+pub(crate) fn push_span(out: &mut Vec<u8>, fields: &[u8]) {
+    let len = u32::try_from(fields.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&fields[..len as usize]);
+}
+
+/// Encodes fields as a `Visit`or: for an event (the message and `log.*` bookkeeping are
+/// handled) or for a span (every field is a field).
+pub(crate) struct FieldWriter<'a> {
+    out: &'a mut Vec<u8>,
+    count_at: usize,
+    count: u16,
+    event: bool,
+}
+
+impl<'a> FieldWriter<'a> {
+    /// Starts a list of fields at the end of `out`.
+    pub(crate) fn event(out: &'a mut Vec<u8>) -> Self {
+        Self::begin(out, true)
+    }
+
+    /// Starts a span's list of fields at the end of `out`.
+    pub(crate) fn span(out: &'a mut Vec<u8>) -> Self {
+        Self::begin(out, false)
+    }
+
+    fn begin(out: &'a mut Vec<u8>, event: bool) -> Self {
+        let count_at = out.len();
+        out.extend_from_slice(&[0, 0]);
+        FieldWriter {
+            out,
+            count_at,
+            count: 0,
+            event,
+        }
+    }
+
+    /// Continues a span's list of fields written earlier (`on_record`): `out` holds exactly
+    /// one list.
+    pub(crate) fn resume_span(out: &'a mut Vec<u8>) -> Self {
+        let count = out.get(..2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+        FieldWriter {
+            out,
+            count_at: 0,
+            count,
+            event: false,
+        }
+    }
+
+    fn head(&mut self, kind: u8, field: &Field) -> bool {
+        if self.count == u16::MAX {
+            return false;
+        }
+        self.count += 1;
+        let index = u8::try_from(field.index()).unwrap_or(u8::MAX);
+        self.out.extend_from_slice(&[kind, index]);
+        true
+    }
+
+    fn str(&mut self, kind: u8, field: &Field, s: &str) {
+        if self.head(kind, field) {
+            let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+            self.out.extend_from_slice(&len.to_le_bytes());
+            self.out.extend_from_slice(&s.as_bytes()[..len as usize]);
+        }
+    }
+
+    fn debug(&mut self, kind: u8, field: &Field, value: &dyn fmt::Debug) {
+        use std::io::Write as _;
+        if !self.head(kind, field) {
+            return;
+        }
+        let at = self.out.len();
+        self.out.extend_from_slice(&[0; 4]);
+        let _ = write!(self.out, "{value:?}");
+        let len = u32::try_from(self.out.len() - at - 4).unwrap_or(u32::MAX);
+        self.out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+
+    /// Ends the list: writes its count.
+    pub(crate) fn finish(self) {
+        self.out[self.count_at..self.count_at + 2].copy_from_slice(&self.count.to_le_bytes());
+    }
+}
+
+impl Visit for FieldWriter<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if self.head(F64, field) {
+            self.out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if self.head(I64, field) {
+            self.out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if self.event && field.name() == "log.line" {
+            return;
+        }
+        if self.head(U64, field) {
+            self.out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        if self.head(I128, field) {
+            self.out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        if self.head(U128, field) {
+            self.out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if self.head(BOOL, field) {
+            self.out.push(u8::from(value));
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.event {
+            return self.str(STR, field, value);
+        }
+        match field.name() {
+            "message" => self.str(MESSAGE, field, value),
+            "log.target" => self.str(LOG_TARGET, field, value),
+            // The rest of tracing-log's bookkeeping for bridged `log` records.
+            "log.module_path" | "log.file" => {}
+            _ => self.str(STR, field, value),
+        }
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        // The error and its chain of causes, as text.
+        let mut text = value.to_string();
+        let mut source = value.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        self.str(STR, field, &text);
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let kind = if self.event && field.name() == "message" {
+            MESSAGE
+        } else {
+            STR
+        };
+        self.debug(kind, field, value);
+    }
+}
+
+/// An event in compact form, read in place on the worker.
+#[derive(Clone, Copy)]
+pub(crate) struct EventRef<'a> {
+    bytes: &'a [u8],
+    /// The event's metadata, then each span's, outermost first.
+    metas: &'a [&'static Metadata<'static>],
+}
+
+impl fmt::Debug for EventRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventRef")
+            .field("bytes", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> EventRef<'a> {
+    /// Reads an event written by [`begin_event`], [`FieldWriter::event`] and
+    /// [`push_span`]; `metas` starts with the event's metadata.
+    pub(crate) fn new(bytes: &'a [u8], metas: &'a [&'static Metadata<'static>]) -> Self {
+        EventRef { bytes, metas }
+    }
+
+    fn meta(&self) -> Option<&'static Metadata<'static>> {
+        self.metas.first().copied()
+    }
+
+    /// The time in nanoseconds since the epoch.
+    pub(crate) fn unix_nanos(&self) -> i128 {
+        self.bytes.get(..8).map_or(0, |b| {
+            i128::from(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+        })
+    }
+
+    pub(crate) fn level(&self) -> tracing::Level {
+        self.meta().map_or(tracing::Level::INFO, |m| *m.level())
+    }
+
+    fn flags(&self) -> u8 {
+        self.bytes.get(8).copied().unwrap_or(0)
+    }
+
+    fn raw_fields(&self) -> Fields<'a> {
+        Fields::new(self.bytes.get(9..).unwrap_or(&[]), self.meta())
+    }
+
+    /// The target: a bridged `log` record's own, else the callsite's.
+    pub(crate) fn target(&self) -> &'a str {
+        let meta_target = self.meta().map_or("", |m| m.target());
+        if meta_target == "log" {
+            let target = self
+                .raw_fields()
+                .find_map(|f| (f.kind == LOG_TARGET).then_some(f.value));
+            if let Some(ValueRef::Str(s)) = target {
+                return s;
+            }
+        }
+        meta_target
+    }
+
+    pub(crate) fn message(&self) -> &'a str {
+        let mut fields = self.raw_fields();
+        fields
+            .find_map(|f| match (f.kind, f.value) {
+                (MESSAGE, ValueRef::Str(s)) => Some(s),
+                _ => None,
+            })
+            .unwrap_or("")
+    }
+
+    /// The fields other than the message, in the order they were recorded.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&'a str, ValueRef<'a>)> {
+        self.raw_fields()
+            .filter(|f| f.kind <= STR)
+            .map(|f| (f.name, f.value))
+    }
+
+    /// Each span's name and fields, outermost first.
+    pub(crate) fn spans(&self) -> Spans<'a> {
+        let mut fields = self.raw_fields();
+        for _ in fields.by_ref() {}
+        let rest = fields.rest();
+        Spans {
+            count: rest.first().copied().unwrap_or(0),
+            bytes: rest.get(1..).unwrap_or(&[]),
+            metas: self.metas.get(1..).unwrap_or(&[]),
+        }
+    }
+
+    pub(crate) fn file(&self) -> Option<&'static str> {
+        if self.flags() & FLAG_LOCATION == 0 {
+            return None;
+        }
+        self.meta().and_then(Metadata::file)
+    }
+
+    pub(crate) fn line(&self) -> Option<u32> {
+        if self.flags() & FLAG_LOCATION == 0 {
+            return None;
+        }
+        self.meta().and_then(Metadata::line)
+    }
+}
+
+/// Reads the span chain of an [`EventRef`].
+pub(crate) struct Spans<'a> {
+    count: u8,
+    bytes: &'a [u8],
+    metas: &'a [&'static Metadata<'static>],
+}
+
+impl<'a> Iterator for Spans<'a> {
+    type Item = (&'a str, SpanFields<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.count == 0 {
+            return None;
+        }
+        self.count -= 1;
+        let (meta, metas) = self.metas.split_first()?;
+        self.metas = metas;
+        let len = read_u32(self.bytes, 0)? as usize;
+        let fields = self.bytes.get(4..4 + len)?;
+        self.bytes = self.bytes.get(4 + len..)?;
+        let fields = Fields::new(fields, Some(meta));
+        Some((meta.name(), SpanFields(fields)))
+    }
+}
+
+/// A span's fields in an [`EventRef`].
+pub(crate) struct SpanFields<'a>(Fields<'a>);
+
+impl<'a> Iterator for SpanFields<'a> {
+    type Item = (&'a str, ValueRef<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|f| (f.name, f.value))
+    }
+}
+
+/// One encoded field.
+struct RawField<'a> {
+    kind: u8,
+    name: &'a str,
+    value: ValueRef<'a>,
+}
+
+/// Reads a list of fields; names come from the callsite's metadata.
+struct Fields<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    left: u16,
+    meta: Option<&'static Metadata<'static>>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(bytes: &'a [u8], meta: Option<&'static Metadata<'static>>) -> Self {
+        let left = bytes
+            .get(..2)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
+        Fields {
+            bytes,
+            pos: 2,
+            left,
+            meta,
+        }
+    }
+
+    /// What follows the list (only meaningful once it is read to the end).
+    fn rest(&self) -> &'a [u8] {
+        self.bytes.get(self.pos..).unwrap_or(&[])
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let b = self.bytes.get(self.pos..self.pos + n)?;
+        self.pos += n;
+        Some(b)
+    }
+
+    fn take8(&mut self) -> Option<[u8; 8]> {
+        self.take(8)?.try_into().ok()
+    }
+
+    fn take16(&mut self) -> Option<[u8; 16]> {
+        self.take(16)?.try_into().ok()
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = RawField<'a>;
+
+    fn next(&mut self) -> Option<RawField<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let &[kind, index] = self.take(2)? else {
+            return None;
+        };
+        let value = match kind {
+            BOOL => ValueRef::Bool(self.take(1)?[0] != 0),
+            I64 => ValueRef::I64(i64::from_le_bytes(self.take8()?)),
+            U64 => ValueRef::U64(u64::from_le_bytes(self.take8()?)),
+            I128 => ValueRef::I128(i128::from_le_bytes(self.take16()?)),
+            U128 => ValueRef::U128(u128::from_le_bytes(self.take16()?)),
+            F64 => ValueRef::F64(f64::from_le_bytes(self.take8()?)),
+            _ => {
+                let len = read_u32(self.bytes, self.pos)? as usize;
+                self.pos += 4;
+                let text = self.take(len)?;
+                ValueRef::Str(std::str::from_utf8(text).unwrap_or("\u{fffd}"))
+            }
+        };
+        let name = self
+            .meta
+            .and_then(|m| m.fields().iter().nth(usize::from(index)))
+            .map_or("", |f| f.name());
+        Some(RawField { kind, name, value })
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
