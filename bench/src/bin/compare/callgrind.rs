@@ -20,7 +20,7 @@ pub const PATHS: [&str; 3] = ["noop", "sinkwatch", "appender"];
 
 pub fn label(path: &str) -> &'static str {
     match path {
-        "noop" => "no-op layer (visits fields into a stack buffer): tracing's dispatch floor",
+        "noop" => "no-op layer (copies field values into a stack buffer): tracing's dispatch floor",
         "sinkwatch" => "sinkwatch `SinkLayer` → default `FileSink`",
         _ => "fmt JSON layer → tracing-appender `non_blocking` (default)",
     }
@@ -68,22 +68,42 @@ struct StackBuf {
     len: usize,
 }
 
+impl StackBuf {
+    fn put(&mut self, bytes: &[u8]) {
+        let end = (self.len + bytes.len()).min(self.buf.len());
+        self.buf[self.len..end].copy_from_slice(&bytes[..end - self.len]);
+        self.len = end;
+    }
+}
+
 impl std::fmt::Write for StackBuf {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = (self.len + s.len()).min(self.buf.len());
-        self.buf[self.len..end].copy_from_slice(&s.as_bytes()[..end - self.len]);
-        self.len = end;
+        self.put(s.as_bytes());
         Ok(())
     }
 }
 
+/// Copies each value's bytes (no number formatting: the floor is dispatch and visiting);
+/// only `Debug` values (the message) go through `fmt`.
 impl tracing::field::Visit for StackBuf {
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        let _ = write!(self, "{}={value} ", field.name());
+    fn record_u64(&mut self, _: &tracing::field::Field, value: u64) {
+        self.put(&value.to_ne_bytes());
     }
 
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let _ = write!(self, "{}={value:?} ", field.name());
+    fn record_f64(&mut self, _: &tracing::field::Field, value: f64) {
+        self.put(&value.to_ne_bytes());
+    }
+
+    fn record_bool(&mut self, _: &tracing::field::Field, value: bool) {
+        self.put(&[u8::from(value)]);
+    }
+
+    fn record_str(&mut self, _: &tracing::field::Field, value: &str) {
+        self.put(value.as_bytes());
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let _ = write!(self, "{value:?}");
     }
 }
 
