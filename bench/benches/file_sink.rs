@@ -18,7 +18,7 @@
 //! latency covers building the record and handing it over. In the gzip scenario it is also
 //! split by whether a compression was running at the time (rotation done, archive not yet).
 //!
-//! Run: `cargo bench --bench file_sink --all-features`. Prints figures; asserts nothing.
+//! Run: `cargo bench -p sinkwatch-bench --bench file_sink`. Prints figures; asserts nothing.
 //! `SINKWATCH_BENCH_RUNS` (default 3) rounds of every scenario in turn; each scenario's
 //! median by throughput is shown.
 

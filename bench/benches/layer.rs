@@ -3,7 +3,7 @@
 //! same run: p50/p99 ns per event and heap allocations per event on the calling thread.
 //! A third scenario keeps the sink's queue full (4 slots) to show the caller never blocks.
 //!
-//! Run: `cargo bench --bench layer --all-features` (`SINKWATCH_BENCH_N`, default 200,000).
+//! Run: `cargo bench -p sinkwatch-bench --bench layer` (`SINKWATCH_BENCH_N`, default 200,000).
 //! Prints figures; asserts nothing.
 
 #![allow(unsafe_code)] // the counting allocator below

@@ -1,7 +1,7 @@
 //! The Loki sink against `tracing-loki`, both pushing to the in-process Loki-compatible
 //! receiver. Prints figures; asserts nothing.
 //!
-//! Run: `cargo bench --bench loki_sink --all-features`. Each scenario runs in its own
+//! Run: `cargo bench -p sinkwatch-bench --bench loki_sink`. Each scenario runs in its own
 //! subprocess of this binary, so peak memory (`VmHWM`) is per scenario.
 //!
 //! - burst: `SINKWATCH_BENCH_RECORDS` events (200,000 by default) emitted as fast as

@@ -1,0 +1,192 @@
+//! Issue 9's measurements in one run: sinkwatch side by side with tracing-appender,
+//! tracing-loki and a `serde_json` floor.
+//!
+//! ```text
+//! cargo run --release -p sinkwatch-bench --bin compare -- all
+//! cargo run --release -p sinkwatch-bench --bin compare -- file loki --rounds 3
+//! ```
+//!
+//! Groups: `file`, `loki`, `memory`, `callgrind` (`all` = every one). Each scenario runs in
+//! its own child process (this binary, `child …`), so its peak RSS (`VmHWM`, printed by the
+//! child) is its own; the rounds interleave the scenarios so a change of load on the shared
+//! machine falls on all of them alike. Prints one Markdown table per group (medians with
+//! min–max over the rounds) and the ratios of every round; progress goes to stderr.
+//!
+//! Sizes: `SINKWATCH_BENCH_FILE_N` (1,000,000), `SINKWATCH_BENCH_LOKI_N` (200,000),
+//! `SINKWATCH_BENCH_MEM_N` (200,000), `SINKWATCH_BENCH_CG_N` (20,000).
+
+mod callgrind;
+mod common;
+mod file;
+mod loki;
+mod memory;
+mod receiver;
+mod report;
+
+use std::io::BufRead as _;
+use std::process::{Command, Stdio};
+
+use common::env_u64;
+use report::Run;
+
+const FILE_SCENARIOS: [&str; 8] = [
+    "floor",
+    "sinkwatch-1t",
+    "appender-lossy-1t",
+    "appender-lossless-1t",
+    "sinkwatch-2t",
+    "appender-lossy-2t",
+    "appender-lossless-2t",
+    "sinkwatch-gzip-1t",
+];
+const LOKI_SCENARIOS: [&str; 2] = ["sinkwatch", "tracing-loki"];
+const MEMORY_SCENARIOS: [&str; 2] = ["sinkwatch", "appender"];
+const GROUPS: [&str; 4] = ["file", "loki", "memory", "callgrind"];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("child") {
+        return child(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("serve") {
+        return receiver::serve_counting();
+    }
+    let mut rounds = 5;
+    let mut groups = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--rounds" => {
+                rounds = it
+                    .next()
+                    .and_then(|r| r.parse().ok())
+                    .expect("--rounds takes a number");
+            }
+            "all" => groups.extend(GROUPS),
+            other => {
+                if let Some(g) = GROUPS.iter().find(|g| **g == other) {
+                    groups.push(*g);
+                } else {
+                    eprintln!("unknown argument {other}; use: all | file | loki | memory | callgrind [--rounds N]");
+                    std::process::exit(2);
+                }
+            }
+        }
+    }
+    if groups.is_empty() {
+        groups.extend(GROUPS);
+    }
+    drive(&groups, rounds);
+}
+
+fn drive(groups: &[&str], rounds: usize) {
+    let file_n = env_u64("SINKWATCH_BENCH_FILE_N", 1_000_000);
+    let loki_n = env_u64("SINKWATCH_BENCH_LOKI_N", 200_000);
+    let mem_n = env_u64("SINKWATCH_BENCH_MEM_N", 200_000);
+    let cg_n = env_u64("SINKWATCH_BENCH_CG_N", 20_000);
+    let mut file_runs: Vec<Vec<Run>> = vec![Vec::new(); FILE_SCENARIOS.len()];
+    let mut loki_runs: Vec<Vec<Run>> = vec![Vec::new(); LOKI_SCENARIOS.len()];
+    let mut mem_runs: Vec<Vec<Run>> = vec![Vec::new(); MEMORY_SCENARIOS.len()];
+    for round in 1..=rounds {
+        eprintln!("round {round} of {rounds}");
+        if groups.contains(&"file") {
+            for (s, runs) in FILE_SCENARIOS.iter().zip(&mut file_runs) {
+                runs.push(run_child("file", s, file_n, false));
+            }
+        }
+        if groups.contains(&"loki") {
+            for (s, runs) in LOKI_SCENARIOS.iter().zip(&mut loki_runs) {
+                runs.push(run_child("loki", s, loki_n, true));
+            }
+        }
+        if groups.contains(&"memory") {
+            for (s, runs) in MEMORY_SCENARIOS.iter().zip(&mut mem_runs) {
+                runs.push(run_child("memory", s, mem_n, false));
+            }
+        }
+    }
+    println!("# sinkwatch against its peers ({rounds} interleaved rounds; median, min–max)\n");
+    if groups.contains(&"file") {
+        report::file(&FILE_SCENARIOS, &file_runs, file_n);
+    }
+    if groups.contains(&"loki") {
+        report::loki(&LOKI_SCENARIOS, &loki_runs, loki_n);
+    }
+    if groups.contains(&"memory") {
+        report::memory(&MEMORY_SCENARIOS, &mem_runs, mem_n);
+    }
+    if groups.contains(&"callgrind") {
+        report::callgrind(&callgrind::measure(cg_n), cg_n);
+    }
+}
+
+/// Runs one scenario in a child process (against a counting receiver in another when
+/// `receiver`) and returns its result fields, with the receiver's counts merged in.
+fn run_child(group: &str, scenario: &str, n: u64, receiver: bool) -> Run {
+    let exe = std::env::current_exe().expect("this binary's path");
+    let mut child = Command::new(&exe);
+    child.args(["child", group, scenario, &n.to_string()]);
+    let mut server = None;
+    if receiver {
+        let mut s = Command::new(&exe)
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the counting receiver");
+        let mut lines = std::io::BufReader::new(s.stdout.take().expect("its stdout")).lines();
+        let url = lines.next().and_then(Result::ok).unwrap_or_default();
+        child.env("SINKWATCH_BENCH_URL", url.trim_start_matches("URL "));
+        server = Some((s, lines));
+    }
+    let out = child.output().expect("a scenario's child process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut run: Run = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default();
+    if !out.status.success() || run.is_empty() {
+        eprintln!(
+            "  {group}/{scenario} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if let Some((mut s, mut lines)) = server {
+        drop(s.stdin.take());
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        let _ = s.wait();
+        let nums: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [entries, requests, bytes] = nums[..] {
+            run.insert("delivered".into(), entries.into());
+            run.insert("requests".into(), requests.into());
+            run.insert("wire_bytes".into(), bytes.into());
+        }
+    }
+    eprintln!(
+        "  {group}/{scenario} {}",
+        serde_json::Value::Object(run.clone())
+    );
+    run
+}
+
+/// A scenario's child process: `child <group> <scenario> <n>`.
+fn child(args: &[String]) {
+    let [group, scenario, n] = args else {
+        panic!("child <group> <scenario> <n>");
+    };
+    let n: u64 = n.parse().expect("a count");
+    let base = std::env::var_os("SINKWATCH_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+    let dir = tempfile::tempdir_in(base).expect("a temporary directory");
+    match group.as_str() {
+        "file" => file::run(scenario, n, dir.path()),
+        "loki" => loki::run(scenario, n),
+        "memory" => memory::run(scenario, n, dir.path()),
+        "cg" => callgrind::run(scenario, n, dir.path()),
+        other => panic!("unknown group {other}"),
+    }
+}
