@@ -335,13 +335,13 @@ mod tests {
     #[test]
     fn a_torn_line_longer_than_a_chunk_is_cut_whole() {
         let mut content = b"whole\n".to_vec();
-        content.extend_from_slice(&[b'x'; 3 * 64 * 1024 + 17]);
+        content.resize(content.len() + 3 * 64 * 1024 + 17, b'x');
         let torn = content.len() as u64 - 6;
         assert_eq!(cut(&content), (torn, b"whole\n".to_vec()));
         // A newline exactly at a chunk's edge.
         let mut content = vec![b'y'; 64 * 1024 - 1];
         content.push(b'\n');
-        content.extend_from_slice(&[b'z'; 64 * 1024]);
+        content.resize(content.len() + 64 * 1024, b'z');
         let (n, left) = cut(&content);
         assert_eq!((n, left.len()), (64 * 1024, 64 * 1024));
     }
