@@ -1,8 +1,9 @@
-//! The open active file: append-only writes that report how much reached the OS, and the
-//! identity check that notices the file was deleted or moved under the sink.
+//! The open active file: append-only writes that report how much reached the OS, the
+//! identity check that notices the file was deleted or moved under the sink, and the
+//! start-up check that cuts off a line torn by a crash.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read as _, Seek as _, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -151,6 +152,47 @@ impl ActiveFile {
     }
 }
 
+/// How far back [`cut_torn_tail`] reads at a time.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// Cuts a torn last line off the file at `path`: when the file is not empty and does not
+/// end with `\n` (the process was killed inside a `write(2)`), truncates it to just after
+/// its last `\n`, or to nothing if it has none. Returns the bytes cut: 0 when the file is
+/// missing, empty or whole.
+///
+/// Run at start-up, before the file is opened for appending, so the first new record
+/// starts on a line of its own instead of being glued to the torn one.
+pub(crate) fn cut_torn_tail(path: &Path) -> io::Result<u64> {
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let keep = whole_lines_len(&mut file, len)?;
+    if keep < len {
+        file.set_len(keep)?;
+    }
+    Ok(len - keep)
+}
+
+/// The length of `file`'s first `len` bytes up to and including the last `\n` (0 if none).
+fn whole_lines_len(file: &mut File, len: u64) -> io::Result<u64> {
+    let mut end = len;
+    let mut chunk = vec![0; usize::try_from(TAIL_CHUNK.min(len)).unwrap_or(0)];
+    while end > 0 {
+        let start = end.saturating_sub(TAIL_CHUNK);
+        let part = &mut chunk[..usize::try_from(end - start).unwrap_or(0)];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(part)?;
+        if let Some(i) = part.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
 struct Target<'a> {
     file: &'a mut File,
     fault: Option<&'a FaultHook>,
@@ -257,6 +299,51 @@ mod tests {
         let (n, r) = f.write(b"abcdefgh");
         assert_eq!((n, r.unwrap_err().to_string()), (4, "full".to_string()));
         assert_eq!(std::fs::read(&path).unwrap(), b"abcd");
+    }
+
+    fn cut(content: &[u8]) -> (u64, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, content).unwrap();
+        let n = cut_torn_tail(&path).unwrap();
+        (n, std::fs::read(&path).unwrap())
+    }
+
+    #[test]
+    fn a_whole_file_is_left_alone() {
+        assert_eq!(cut(b"one\ntwo\n"), (0, b"one\ntwo\n".to_vec()));
+    }
+
+    #[test]
+    fn an_empty_or_missing_file_is_left_alone() {
+        assert_eq!(cut(b""), (0, Vec::new()));
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(cut_torn_tail(&dir.path().join("none.log")).unwrap(), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_after_the_last_newline() {
+        assert_eq!(cut(b"one\ntwo\n{\"tor"), (5, b"one\ntwo\n".to_vec()));
+    }
+
+    #[test]
+    fn a_file_without_any_newline_is_cut_to_nothing() {
+        assert_eq!(cut(b"{\"torn"), (6, Vec::new()));
+    }
+
+    #[test]
+    fn a_torn_line_longer_than_a_chunk_is_cut_whole() {
+        let mut content = b"whole\n".to_vec();
+        content.resize(content.len() + 3 * 64 * 1024 + 17, b'x');
+        let torn = content.len() as u64 - 6;
+        assert_eq!(cut(&content), (torn, b"whole\n".to_vec()));
+        // A newline exactly at a chunk's edge.
+        let mut content = vec![b'y'; 64 * 1024 - 1];
+        content.push(b'\n');
+        content.resize(content.len() + 64 * 1024, b'z');
+        let (n, left) = cut(&content);
+        assert_eq!((n, left.len()), (64 * 1024, 64 * 1024));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::active::{ActiveFile, FaultHook, FsFaultHook, FsOp};
+use super::active::{cut_torn_tail, ActiveFile, FaultHook, FsFaultHook, FsOp};
 use super::clock::{Clock, SystemClock};
 use super::maintenance::Context;
 use super::naming::Naming;
@@ -254,6 +254,10 @@ impl FileSinkBuilder {
     /// Checks the configuration, creates the directory if needed, opens (or appends to)
     /// the active file and starts the sink's worker thread. Needs no tokio runtime.
     ///
+    /// An active file left ending in a torn line (the process was killed inside a write)
+    /// is first cut back to its last whole line, reported by a `tail_repaired` event once
+    /// the sink runs.
+    ///
     /// # Errors
     ///
     /// A [`Config`](crate::ErrorKind::Config) error for the first unusable setting; an
@@ -264,6 +268,7 @@ impl FileSinkBuilder {
         let naming = Naming::new(&self.prefix, &self.extension);
         let dir = prepare_dir(&self.dir)?;
         let active_path = dir.join(naming.active());
+        let tail_cut = repair_tail(&active_path)?;
         let (file, size) = ActiveFile::open(&active_path, self.fault.clone()).map_err(|e| {
             let path = active_path.display();
             Error::io(
@@ -300,6 +305,8 @@ impl FileSinkBuilder {
                 clock: self.clock,
                 fs_fault: self.fs_fault,
                 stop: Arc::default(),
+                tail_cut: (tail_cut > 0)
+                    .then(|| (active_path.to_string_lossy().into_owned(), tail_cut)),
             },
         };
         spawn_worker(&producer, worker::run(parts))?;
@@ -357,6 +364,23 @@ fn check_name_part(what: &str, s: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Cuts a torn last line off the active file (see `cut_torn_tail`); returns the bytes cut.
+/// A file this process may append to but not read is left as it is (the check needs to
+/// read it): that is not a reason to refuse to log.
+fn repair_tail(path: &Path) -> Result<u64> {
+    match cut_torn_tail(path) {
+        Ok(cut) => Ok(cut),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(0),
+        Err(e) => {
+            let shown = path.display();
+            Err(Error::io(
+                format!("cannot cut the torn last line off {shown}; check this process may read and write it"),
+                e,
+            ))
+        }
+    }
 }
 
 /// Creates `dir` if needed, checks a file can be created in it, and makes it absolute so a

@@ -3,6 +3,10 @@
 //! The archive is written as `name.gz.tmp`, synced, renamed to `name.gz` (and the directory
 //! synced), and only then is the plain file removed. So at every instant the data is in the
 //! plain file, or in a complete archive, or both; a `.gz.tmp` is never the only copy.
+//!
+//! Only regular files are touched: a symlink (or anything else) named like a rotated file
+//! is not the sink's, so it is never read, compressed, replaced or removed, and neither is
+//! what it points to.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read as _, Write as _};
@@ -23,6 +27,9 @@ pub(crate) struct Compressed {
 
 /// Compresses `plain` into `plain.gz` atomically, then removes `plain`. `go_on` is asked
 /// before each chunk; an error from it stops the compression (shutdown's deadline).
+///
+/// Fails, touching nothing, when `plain` is not a regular file or the archive's name is
+/// taken (by anything, a symlink included).
 pub(crate) fn gzip(
     plain: &Path,
     level: u32,
@@ -30,7 +37,11 @@ pub(crate) fn gzip(
 ) -> io::Result<Compressed> {
     let archive = with_suffix(plain, GZ);
     let tmp = with_suffix(&archive, super::naming::TMP);
-    let result = write_archive(plain, &tmp, level, go_on);
+    let input = open_regular(plain)?;
+    // Never through an existing name: `create_new` does not follow a symlink planted there
+    // (and one that is there is not ours to remove).
+    let out = File::options().write(true).create_new(true).open(&tmp)?;
+    let result = write_archive(input, out, level, go_on);
     let (bytes_in, bytes_out) = match result {
         Ok(sizes) => sizes,
         Err(e) => {
@@ -39,6 +50,17 @@ pub(crate) fn gzip(
             return Err(e);
         }
     };
+    // The name was free when the file was rotated (or repair found no archive): something
+    // that appeared since is not ours to replace. (Not atomic with the rename; a hard link
+    // would be, but not every file system has them.)
+    if std::fs::symlink_metadata(&archive).is_ok() {
+        let _ = std::fs::remove_file(&tmp);
+        let shown = archive.display();
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{shown} already exists; it is left alone and so is the plain file"),
+        ));
+    }
     std::fs::rename(&tmp, &archive)?;
     sync_dir(plain);
     std::fs::remove_file(plain)?;
@@ -50,13 +72,11 @@ pub(crate) fn gzip(
 }
 
 fn write_archive(
-    plain: &Path,
-    tmp: &Path,
+    mut input: File,
+    out: File,
     level: u32,
     go_on: &dyn Fn() -> io::Result<()>,
 ) -> io::Result<(u64, u64)> {
-    let mut input = File::open(plain)?;
-    let out = File::create(tmp)?;
     let mut encoder = GzEncoder::new(
         BufWriter::with_capacity(256 * 1024, out),
         flate2::Compression::new(level),
@@ -80,6 +100,39 @@ fn write_archive(
         .map_err(io::IntoInnerError::into_error)?;
     out.sync_all()?;
     Ok((bytes_in, out.metadata()?.len()))
+}
+
+/// Opens `path` for reading if it is a regular file, not following a symlink: the name is
+/// checked without following it, and the file opened is checked to be the one checked.
+fn open_regular(path: &Path) -> io::Result<File> {
+    let not_ours = || {
+        let shown = path.display();
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{shown} is not a regular file (a symlink?); it is left alone"),
+        )
+    };
+    let before = std::fs::symlink_metadata(path)?;
+    if !before.file_type().is_file() {
+        return Err(not_ours());
+    }
+    let file = File::open(path)?;
+    if !same_file(&before, &file.metadata()?) {
+        return Err(not_ours());
+    }
+    Ok(file)
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+// Elsewhere only the type can be compared.
+#[cfg(not(unix))]
+fn same_file(_a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    b.is_file()
 }
 
 /// Makes a rename in `path`'s directory durable. Best effort: some file systems refuse to
@@ -123,11 +176,17 @@ pub(crate) fn plan(dir: &Path, files: &[Rotated], compress: bool) -> Vec<Repair>
     out
 }
 
-/// This sink's files in `dir`, parsed.
+/// This sink's files in `dir`, parsed: regular files with names it produces. A symlink
+/// named like a rotated file is not listed, so repair never follows it.
 pub(crate) fn scan(dir: &Path, naming: &Naming) -> io::Result<Vec<Rotated>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        if let Some(parsed) = entry?.file_name().to_str().and_then(|n| naming.parse(n)) {
+        let entry = entry?;
+        let Some(parsed) = entry.file_name().to_str().and_then(|n| naming.parse(n)) else {
+            continue;
+        };
+        // `file_type` does not follow symlinks; one that fails (the file vanished) is skipped.
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
             out.push(parsed);
         }
     }
@@ -138,10 +197,13 @@ pub(crate) fn scan(dir: &Path, naming: &Naming) -> io::Result<Vec<Rotated>> {
 /// the plain file go. The archive was renamed into place after a sync, so this is a check
 /// against files we did not write, not against our own crash.
 pub(crate) fn archive_is_whole(archive: &Path, plain: &Path) -> bool {
-    let Ok(expected) = std::fs::metadata(plain).map(|m| m.len()) else {
+    let Ok(expected) = open_regular(plain)
+        .and_then(|f| f.metadata())
+        .map(|m| m.len())
+    else {
         return false;
     };
-    let Ok(file) = File::open(archive) else {
+    let Ok(file) = open_regular(archive) else {
         return false;
     };
     let mut decoder = GzDecoder::new(BufReader::new(file));
@@ -243,6 +305,59 @@ mod tests {
     fn plan_leaves_plain_files_alone_without_compression() {
         let files = vec![naming().parse(&base(3)).unwrap()];
         assert!(plan(Path::new("/x"), &files, false).is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn scan_skips_symlinks_named_like_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("secret");
+        std::fs::write(&target, "secret\n").unwrap();
+        let b = base(4);
+        for name in [b.clone(), format!("{b}.gz"), format!("{b}.gz.tmp")] {
+            std::os::unix::fs::symlink(&target, dir.path().join(name)).unwrap();
+        }
+        let regular = base(5);
+        std::fs::write(dir.path().join(&regular), "x").unwrap();
+        let files = scan(dir.path(), &naming()).unwrap();
+        assert_eq!(files, vec![naming().parse(&regular).unwrap()]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn gzip_refuses_a_symlink_and_touches_neither_it_nor_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("secret");
+        std::fs::write(&target, "secret\n").unwrap();
+        let link = dir.path().join(base(6));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(gzip(&link, 1, &|| Ok(())).is_err());
+        assert_eq!(std::fs::read_link(&link).unwrap(), target);
+        assert_eq!(std::fs::read(&target).unwrap(), b"secret\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn gzip_never_writes_through_or_over_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("secret");
+        std::fs::write(&target, "secret\n").unwrap();
+        for suffix in [".gz.tmp", ".gz"] {
+            let plain = dir.path().join(base(7));
+            std::fs::write(&plain, "line\n").unwrap();
+            let link = dir.path().join(format!("{}{suffix}", base(7)));
+            std::os::unix::fs::symlink(&target, &link).unwrap();
+            assert!(gzip(&plain, 1, &|| Ok(())).is_err(), "{suffix}");
+            assert_eq!(std::fs::read_link(&link).unwrap(), target, "{suffix}");
+            assert_eq!(std::fs::read(&target).unwrap(), b"secret\n", "{suffix}");
+            assert_eq!(std::fs::read(&plain).unwrap(), b"line\n", "{suffix}");
+            std::fs::remove_file(&link).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

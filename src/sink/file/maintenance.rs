@@ -3,11 +3,15 @@
 //! write path.
 //!
 //! One lane, strictly in order, so retention never deletes a file under a running
-//! compression and recovery never races a fresh rotation's compression.
+//! compression and recovery never races a fresh rotation's compression. Retention also
+//! leaves alone the rotated files whose compression is still queued: when compression
+//! falls behind, they would otherwise count at their plain size and push out archives
+//! that fit the budget, or be deleted before they were ever compressed.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -33,7 +37,13 @@ pub(crate) struct Context {
     pub(crate) fs_fault: Option<FsFaultHook>,
     /// Set when shutdown's deadline passed: the running job stops, the rest are skipped.
     pub(crate) stop: Arc<AtomicBool>,
+    /// What start-up cut off the active file (its path and the bytes of a torn last line),
+    /// reported by the lane as it starts, on the sink's own thread.
+    pub(crate) tail_cut: Option<(String, u64)>,
 }
+
+/// The rotated files whose compression job is queued or running.
+type Pending = Arc<Mutex<HashSet<PathBuf>>>;
 
 /// A maintenance job.
 #[derive(Debug)]
@@ -52,6 +62,7 @@ pub(crate) struct Lane {
     tx: Option<mpsc::UnboundedSender<Job>>,
     task: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    pending: Pending,
 }
 
 impl Lane {
@@ -59,27 +70,38 @@ impl Lane {
     pub(crate) fn start(ctx: Context) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let stop = ctx.stop.clone();
+        let pending = Pending::default();
+        let lane_pending = pending.clone();
         let ctx = Arc::new(ctx);
         let task = tokio::spawn(async move {
+            // First, whatever the deadline: the repair is done already and must be known.
+            if let Some((path, cut)) = &ctx.tail_cut {
+                events::tail_repaired(&ctx.id, path, *cut);
+            }
             while let Some(job) = rx.recv().await {
                 // Past shutdown's deadline: what is left is done at the next start-up.
                 if ctx.stop.load(Ordering::Acquire) {
                     break;
                 }
-                let ctx = ctx.clone();
+                let (ctx, pending) = (ctx.clone(), lane_pending.clone());
                 // A panic in a job (there should be none) must not stop the lane.
-                let _ = tokio::task::spawn_blocking(move || run(&ctx, job)).await;
+                let _ = tokio::task::spawn_blocking(move || run(&ctx, &pending, job)).await;
             }
         });
         Lane {
             tx: Some(tx),
             task: Some(task),
             stop,
+            pending,
         }
     }
 
     pub(crate) fn push(&self, job: Job) {
         if let Some(tx) = &self.tx {
+            // Marked before the job is queued, so no retention pass in between misses it.
+            if let Job::Compress(path) = &job {
+                lock(&self.pending).insert(path.clone());
+            }
             let _ = tx.send(job);
         }
     }
@@ -103,21 +125,30 @@ impl Lane {
     }
 }
 
-fn run(ctx: &Context, job: Job) {
+fn lock(pending: &Pending) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+    // The set is consistent after any panic (single inserts and removals).
+    pending.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn run(ctx: &Context, pending: &Pending, job: Job) {
     match job {
         Job::Startup(files) => {
             repair(ctx, &files);
-            prune(ctx);
+            prune(ctx, pending);
         }
-        Job::Compress(path) => compress_one(ctx, &path),
-        Job::Prune => prune(ctx),
+        Job::Compress(path) => {
+            compress_one(ctx, &path);
+            lock(pending).remove(&path);
+        }
+        Job::Prune => prune(ctx, pending),
     }
 }
 
 fn compress_one(ctx: &Context, plain: &Path) {
     let Some(level) = ctx.gzip_level else { return };
-    // Retention may have removed the file already: nothing to do, nothing failed.
-    if !plain.exists() {
+    // Retention may have removed the file already: nothing to do, nothing failed. (Not
+    // following a symlink: one in its place is refused by `gzip`, and reported.)
+    if std::fs::symlink_metadata(plain).is_err() {
         return;
     }
     let started = Instant::now();
@@ -167,14 +198,16 @@ fn repair(ctx: &Context, files: &[Rotated]) {
     }
 }
 
-fn prune(ctx: &Context) {
+fn prune(ctx: &Context, pending: &Pending) {
     if !ctx.retention.is_active() {
         return;
     }
     let listed = check(ctx.fs_fault.as_ref(), FsOp::ListDir, &ctx.dir)
         .and_then(|()| retention::list(&ctx.dir, &ctx.naming));
     let files = match listed {
-        Ok(files) => files,
+        // Waiting for compression: not in its final form (nor size) yet, so neither counted
+        // nor removed; the pass after its compression counts it at the archive's size.
+        Ok(files) => retention::without(files, &lock(pending)),
         Err(e) => {
             events::retention_failed(&ctx.id, &ctx.dir.to_string_lossy(), &e.to_string());
             return;

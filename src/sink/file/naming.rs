@@ -1,9 +1,14 @@
 //! File names: the stable active name, the timestamped rotated names, and parsing them back.
 //!
-//! Active: `{prefix}.{ext}`. Rotated: `{prefix}.{YYYYMMDD}T{HHMMSS}.{mmm}Z[_{NNN}].{ext}`,
-//! the UTC time of the rotation plus a zero-padded counter when that name is taken, then
-//! `.gz` once compressed and `.gz.tmp` while compressing. The fixed-width fields make the
-//! names sort by time as plain strings; retention sorts on the parsed values anyway.
+//! Active: `{prefix}.{ext}`. Rotated: `{prefix}.{YYYYMMDD}T{HHMMSS}.{mmm}Z[_{counter}].{ext}`,
+//! the UTC time of the rotation plus a counter when that name is taken, then `.gz` once
+//! compressed and `.gz.tmp` while compressing. The names sort in creation order as plain
+//! strings (retention sorts on the parsed values anyway, but people and tools sort names):
+//! the time fields are fixed-width, and the counter is `001`…`999`, then a letter giving
+//! the number of digits that follow (`a` for four, `b` for five, … `g` for ten) so that
+//! `_a1000` sorts after `_999` and `_b10000` after `_a9999`. Letters sort after digits,
+//! so the encoding keeps order to `u32::MAX`. Names of earlier versions (`_1000`, which
+//! sorted before `_101`) still parse.
 //!
 //! Parsing is exact: retention and recovery touch only names this module produces, never a
 //! foreign file that merely shares the prefix.
@@ -81,7 +86,7 @@ impl Naming {
         let time = format_stamp(stamp.millis);
         match stamp.counter {
             0 => format!("{}.{time}.{}", self.prefix, self.ext),
-            n => format!("{}.{time}_{n:03}.{}", self.prefix, self.ext),
+            n => format!("{}.{time}_{}.{}", self.prefix, format_counter(n), self.ext),
         }
     }
 
@@ -208,14 +213,36 @@ fn parse_stamp(s: &str) -> Option<Stamp> {
     Some(Stamp { millis, counter })
 }
 
-/// A collision counter: at least three digits, as `rotated` writes it, and not zero.
+/// The collision counter as names carry it: `001`…`999`, then a length letter and the
+/// digits (`a1000`…`a9999`, `b10000`…), so names keep sorting as strings past 999.
+fn format_counter(n: u32) -> String {
+    if n < 1000 {
+        return format!("{n:03}");
+    }
+    let digits = n.to_string();
+    // Four digits and more: `a` for four, up to `g` for u32's ten.
+    let letter = char::from(b'a' + u8::try_from(digits.len() - 4).unwrap_or(0));
+    format!("{letter}{digits}")
+}
+
+/// A collision counter, not zero, exactly as `format_counter` writes it, or as earlier
+/// versions did (plain digits, at least three: `_1000` and up); nothing else, so `_0001`
+/// or `_a999` (never produced) are not ours.
 fn parse_counter(s: &str) -> Option<u32> {
-    if s.len() < 3 || !s.bytes().all(|c| c.is_ascii_digit()) {
+    let digits = match s.as_bytes().first()? {
+        letter @ b'a'..=b'g' => {
+            let digits = &s[1..];
+            (digits.len() == usize::from(letter - b'a') + 4).then_some(digits)?
+        }
+        _ => s,
+    };
+    if digits.len() < 3 || !digits.bytes().all(|c| c.is_ascii_digit()) {
         return None;
     }
-    let n: u32 = s.parse().ok()?;
-    // Exactly the canonical form, so `_0001` (never produced) is not ours.
-    (n > 0 && format!("{n:03}") == s).then_some(n)
+    let n: u32 = digits.parse().ok()?;
+    let canonical = format_counter(n);
+    let legacy = format!("{n:03}");
+    (n > 0 && (canonical == s || (digits == s && legacy == s))).then_some(n)
 }
 
 #[cfg(test)]
@@ -248,6 +275,83 @@ mod tests {
             naming().rotated(at(0), 7),
             "app.19700101T000000.000Z_007.log"
         );
+    }
+
+    #[test]
+    fn counters_past_999_carry_their_length_as_a_letter() {
+        let n = naming();
+        assert_eq!(n.rotated(at(0), 999), "app.19700101T000000.000Z_999.log");
+        assert_eq!(n.rotated(at(0), 1000), "app.19700101T000000.000Z_a1000.log");
+        assert_eq!(
+            n.rotated(at(0), 10_000),
+            "app.19700101T000000.000Z_b10000.log"
+        );
+        assert_eq!(
+            n.rotated(at(0), u32::MAX),
+            "app.19700101T000000.000Z_g4294967295.log"
+        );
+    }
+
+    #[test]
+    fn names_sort_as_strings_past_counter_999() {
+        let n = naming();
+        let in_order: Vec<String> = [0, 1, 101, 999, 1000, 1001, 9999, 10_000, u32::MAX]
+            .into_iter()
+            .map(|c| n.rotated(at(5), c))
+            .collect();
+        let mut sorted = in_order.clone();
+        sorted.sort();
+        assert_eq!(sorted, in_order);
+    }
+
+    #[test]
+    fn names_of_earlier_versions_still_parse() {
+        let n = naming();
+        for (counter, name) in [
+            (1, "app.19700101T000000.000Z_001.log"),
+            (1000, "app.19700101T000000.000Z_1000.log"),
+            (123_456, "app.19700101T000000.000Z_123456.log.gz"),
+        ] {
+            assert_eq!(
+                n.parse(name).map(|r| r.stamp.counter),
+                Some(counter),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_length_letters_are_not_ours() {
+        let n = naming();
+        for counter in [
+            "a999",
+            "a10000",
+            "b1000",
+            "a0100",
+            "h1234567890",
+            "A1000",
+            "a",
+            "z1234",
+        ] {
+            let name = format!("app.19700101T000000.000Z_{counter}.log");
+            assert_eq!(n.parse(&name), None, "{name} was taken for ours");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn increasing_stamps_give_increasing_names(
+            m1 in 0_i64..253_402_300_799_999,
+            m2 in 0_i64..253_402_300_799_999,
+            c1: u32,
+            c2: u32,
+        ) {
+            let n = naming();
+            let (a, b) = (Stamp { millis: m1, counter: c1 }, Stamp { millis: m2, counter: c2 });
+            let (na, nb) = (n.rotated_at(a), n.rotated_at(b));
+            proptest::prop_assert_eq!(a.cmp(&b), na.cmp(&nb), "{} vs {}", na, nb);
+            proptest::prop_assert_eq!(n.parse(&na).map(|r| r.stamp), Some(a));
+        }
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Retention: which rotated files to remove, by count, age and total bytes.
 //!
-//! Only files whose names this sink produces are ever considered (see `naming`); the active
-//! file and temporary archives never are.
+//! Only regular files whose names this sink produces are ever considered (see `naming`);
+//! the active file, temporary archives and symlinks never are. Archives count at their
+//! compressed size; a rotated file still waiting for compression is left out (see
+//! [`without`]) until it is compressed.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -68,7 +71,12 @@ pub(crate) fn list(dir: &Path, naming: &Naming) -> std::io::Result<Vec<Candidate
         if parsed.kind == Kind::GzTmp {
             continue;
         }
-        // A file that vanished since the listing is simply not a candidate.
+        // Neither call follows a symlink: one named like a rotated file is not ours, and
+        // neither is what it points to. A file that vanished since the listing is simply
+        // not a candidate.
+        if !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
         let Ok(meta) = entry.metadata() else { continue };
         if meta.is_file() {
             out.push(Candidate {
@@ -79,6 +87,16 @@ pub(crate) fn list(dir: &Path, naming: &Naming) -> std::io::Result<Vec<Candidate
         }
     }
     Ok(out)
+}
+
+/// `files` without those in `pending` (rotated files whose compression has not run yet):
+/// retention neither counts them nor removes them, so compression falling behind never
+/// makes it delete a file before it is compressed, nor count one at its plain size.
+pub(crate) fn without(mut files: Vec<Candidate>, pending: &HashSet<PathBuf>) -> Vec<Candidate> {
+    if !pending.is_empty() {
+        files.retain(|f| !pending.contains(&f.path));
+    }
+    files
 }
 
 #[cfg(test)]
@@ -185,6 +203,34 @@ mod tests {
             removed(r, &[(10, 1), (70, 1), (80, 1), (90, 1), (95, 1)], 100),
             vec![10, 70]
         );
+    }
+
+    #[test]
+    fn files_waiting_for_compression_are_left_out() {
+        let r = Retention {
+            bytes: Some(250),
+            ..Retention::default()
+        };
+        // The two newest are plain files waiting for compression: at their plain size they
+        // would push out every archive.
+        let all = files(&[(1, 100), (2, 100), (3, 1000), (4, 1000)]);
+        let pending: HashSet<PathBuf> = all[2..].iter().map(|c| c.path.clone()).collect();
+        let remove = r.select(without(all, &pending), 10);
+        assert!(remove.is_empty(), "{remove:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn listing_skips_symlinks_named_like_rotated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("big");
+        std::fs::write(&target, "x".repeat(1000)).unwrap();
+        let naming = Naming::new("app", "log");
+        let ours = naming.rotated(std::time::SystemTime::UNIX_EPOCH, 0);
+        std::os::unix::fs::symlink(&target, dir.path().join(&ours)).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(format!("{ours}.gz"))).unwrap();
+        assert!(list(dir.path(), &naming).unwrap().is_empty());
     }
 
     #[test]
