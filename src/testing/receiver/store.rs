@@ -81,6 +81,10 @@ pub struct ReceivedRequest {
     pub error: String,
     /// True when a scripted fault decided the outcome.
     pub fault: bool,
+    /// True when the client had gone away (given up, timed out) while the request was held
+    /// by a [`Fault::delay`](super::Fault::delay) or latency: the request was still handled
+    /// and recorded with the status it would have been answered, which the client never saw.
+    pub client_gone: bool,
 }
 
 /// Key of one entry for exact-duplicate detection.

@@ -11,11 +11,21 @@ fn hex(s: &str) -> Vec<u8> {
 }
 
 fn proto(body: &[u8]) -> Result<Push, DecodeError> {
-    decode(None, Some(b"application/x-protobuf"), body, LIMIT)
+    decode(
+        None,
+        Some(b"application/x-protobuf"),
+        body,
+        &DecodeLimits::bytes(LIMIT),
+    )
 }
 
 fn json(body: &str) -> Result<Push, DecodeError> {
-    decode(None, Some(b"application/json"), body.as_bytes(), LIMIT)
+    decode(
+        None,
+        Some(b"application/json"),
+        body.as_bytes(),
+        &DecodeLimits::bytes(LIMIT),
+    )
 }
 
 fn entry(ts_ns: i128, line: &str, metadata: &[(&str, &str)]) -> RawEntry {
@@ -180,11 +190,23 @@ fn gzip_and_raw_deflate_are_decoded() {
     let want = json(text).unwrap();
     let ct = Some(&b"application/json; charset=utf-8"[..]);
     assert_eq!(
-        decode(Some(b"gzip"), ct, &gz.finish().unwrap(), LIMIT).unwrap(),
+        decode(
+            Some(b"gzip"),
+            ct,
+            &gz.finish().unwrap(),
+            &DecodeLimits::bytes(LIMIT)
+        )
+        .unwrap(),
         want
     );
     assert_eq!(
-        decode(Some(b"deflate"), ct, &df.finish().unwrap(), LIMIT).unwrap(),
+        decode(
+            Some(b"deflate"),
+            ct,
+            &df.finish().unwrap(),
+            &DecodeLimits::bytes(LIMIT)
+        )
+        .unwrap(),
         want
     );
 }
@@ -199,14 +221,20 @@ fn zlib_is_not_raw_deflate() {
         Some(b"deflate"),
         Some(b"application/json"),
         &z.finish().unwrap(),
-        LIMIT,
+        &DecodeLimits::bytes(LIMIT),
     );
     assert!(got.is_err());
 }
 
 #[test]
 fn unknown_encoding_is_named_in_go_quotes() {
-    let err = decode(Some(b"br"), Some(b"application/json"), b"{}", LIMIT).unwrap_err();
+    let err = decode(
+        Some(b"br"),
+        Some(b"application/json"),
+        b"{}",
+        &DecodeLimits::bytes(LIMIT),
+    )
+    .unwrap_err();
     assert_eq!(
         err,
         DecodeError::BadRequest(r#"Content-Encoding "br" not supported"#.into())
@@ -280,7 +308,7 @@ fn gzip_bomb_is_413() {
         Some(b"gzip"),
         Some(b"application/json"),
         &gz.finish().unwrap(),
-        LIMIT,
+        &DecodeLimits::bytes(LIMIT),
     );
     assert_eq!(got.unwrap_err(), too_large(LIMIT + 1, LIMIT));
 }
@@ -312,7 +340,7 @@ proptest! {
         enc in proptest::option::of(prop_oneof![Just(&b"gzip"[..]), Just(&b"deflate"[..]), Just(&b"snappy"[..]), Just(&b"x"[..])]),
         ct in proptest::option::of(prop_oneof![Just(&b"application/json"[..]), Just(&b"application/x-protobuf"[..]), Just(&b"\xff"[..])]),
     ) {
-        let _ = decode(enc, ct, &body, 4096);
+        let _ = decode(enc, ct, &body, &DecodeLimits::bytes(4096));
     }
 
     #[test]
