@@ -9,7 +9,7 @@
 mod support;
 
 use sinkwatch::events;
-use sinkwatch::sink::loki::LokiSink;
+use sinkwatch::sink::loki::{LokiSink, LokiSinkBuilder};
 use sinkwatch::testing;
 use support::{ev, event_text, record};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -285,9 +285,7 @@ fn build_errors_show_no_url_credentials_or_query_values() {
 /// anything `build()` emitted is captured before the marker.
 fn build_then_mark(
     url: &str,
-    configure: impl FnOnce(
-        sinkwatch::sink::loki::LokiSinkBuilder,
-    ) -> sinkwatch::sink::loki::LokiSinkBuilder,
+    configure: impl FnOnce(LokiSinkBuilder) -> LokiSinkBuilder,
 ) -> (LokiSink, testing::Matcher) {
     let sink = configure(LokiSink::builder(url).label("a", "b"))
         .build()
@@ -297,6 +295,9 @@ fn build_then_mark(
     (sink, testing::Matcher::any().field("marker", marker))
 }
 
+/// One way to configure credentials (or none) on a builder.
+type Configure = fn(LokiSinkBuilder) -> LokiSinkBuilder;
+
 fn insecure(sink: &LokiSink) -> testing::Matcher {
     ev(sink.id(), events::insecure_credentials::NAME)
 }
@@ -305,7 +306,7 @@ fn insecure(sink: &LokiSink) -> testing::Matcher {
 async fn credentials_over_plain_http_to_a_remote_host_are_warned_about_once() {
     testing::init();
     let mut events = testing::watch();
-    let configs: [(&str, fn(sinkwatch::sink::loki::LokiSinkBuilder) -> _); 4] = [
+    let configs: [(&str, Configure); 4] = [
         ("http://loki.example:3100", |b| b.basic_auth("u", "p")),
         ("http://loki.example:3100", |b| b.bearer_token("t")),
         ("http://us3r-t0ken@10.1.2.3:3100", |b| b),
@@ -330,7 +331,7 @@ async fn credentials_over_plain_http_to_a_remote_host_are_warned_about_once() {
 async fn https_loopback_and_public_headers_are_not_warned_about() {
     testing::init();
     let mut events = testing::watch();
-    let configs: [(&str, fn(sinkwatch::sink::loki::LokiSinkBuilder) -> _); 6] = [
+    let configs: [(&str, Configure); 6] = [
         ("https://loki.example", |b| b.basic_auth("u", "p")),
         ("https://loki.example", |b| b.header("X-Api-Key", "k")),
         ("http://127.0.0.1:3100", |b| b.bearer_token("t")),

@@ -113,7 +113,7 @@ mod proto {
 
 /// Decodes a request body given its `Content-Encoding` and `Content-Type` header values.
 ///
-/// `limits.max_decoded_bytes` bounds every decompressed size (gzip, deflate, snappy), checked
+/// `limits.decoded_bytes` bounds every decompressed size (gzip, deflate, snappy), checked
 /// while decompressing; the streams, entries and metadata pairs are counted against their
 /// caps before any of them is built. So a small hostile body cannot make the receiver
 /// allocate without bound, nor take long to be refused.
@@ -123,7 +123,7 @@ pub(crate) fn decode(
     body: &[u8],
     limits: &DecodeLimits,
 ) -> Result<Push, DecodeError> {
-    let max_decoded = limits.max_decoded_bytes;
+    let max_decoded = limits.decoded_bytes;
     let budget = Budget::new(*limits);
     let encoding = Encoding::parse(encoding.unwrap_or_default())?;
     // Go's gzip reader checks the header at once, before the Content-Type is looked at.

@@ -330,8 +330,11 @@ async fn push(
 /// with the status it would have been answered, so retries stay countable.
 struct Pending {
     shared: Arc<Shared>,
-    request: Option<(ReceivedRequest, HeaderMap, Result<Vec<u8>, usize>, Action)>,
+    request: Option<Held>,
 }
+
+/// The record so far, the headers, the body (or its size when over the limit), the fault.
+type Held = (ReceivedRequest, HeaderMap, Result<Vec<u8>, usize>, Action);
 
 impl Pending {
     /// Handles the request once; `None` if already done.

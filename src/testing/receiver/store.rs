@@ -18,7 +18,9 @@ pub struct ReceivedEntry {
     pub timestamp_ns: i64,
     /// The log line.
     pub line: String,
-    /// Structured metadata, in the order sent.
+    /// Structured metadata. From a protobuf body, in the order sent (a repeated name kept
+    /// each time); from a JSON body, ordered by name, a repeated name keeping only its last
+    /// value (the JSON object is read as a map, so its order is not kept).
     pub structured_metadata: Vec<(String, String)>,
 }
 

@@ -37,10 +37,10 @@ pub(crate) struct Limits {
 impl Limits {
     pub(crate) fn decode(&self) -> DecodeLimits {
         DecodeLimits {
-            max_decoded_bytes: self.max_decoded_bytes,
-            max_streams: self.max_streams_per_request,
-            max_entries: self.max_entries_per_request,
-            max_metadata_pairs: self.max_metadata_pairs_per_request,
+            decoded_bytes: self.max_decoded_bytes,
+            streams: self.max_streams_per_request,
+            entries: self.max_entries_per_request,
+            metadata_pairs: self.max_metadata_pairs_per_request,
         }
     }
 }

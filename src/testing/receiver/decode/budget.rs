@@ -9,22 +9,22 @@ use super::DecodeError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DecodeLimits {
     /// Largest body after decompression, in bytes.
-    pub(crate) max_decoded_bytes: usize,
-    pub(crate) max_streams: usize,
-    pub(crate) max_entries: usize,
+    pub(crate) decoded_bytes: usize,
+    pub(crate) streams: usize,
+    pub(crate) entries: usize,
     /// Structured-metadata pairs, all entries together.
-    pub(crate) max_metadata_pairs: usize,
+    pub(crate) metadata_pairs: usize,
 }
 
 impl DecodeLimits {
     /// Only a byte limit: the structural caps off.
     #[cfg(test)]
-    pub(crate) fn bytes(max_decoded_bytes: usize) -> Self {
+    pub(crate) fn bytes(decoded_bytes: usize) -> Self {
         DecodeLimits {
-            max_decoded_bytes,
-            max_streams: 0,
-            max_entries: 0,
-            max_metadata_pairs: 0,
+            decoded_bytes,
+            streams: 0,
+            entries: 0,
+            metadata_pairs: 0,
         }
     }
 }
@@ -40,9 +40,9 @@ pub(crate) enum Item {
 impl Item {
     fn limit(self, limits: &DecodeLimits) -> usize {
         match self {
-            Item::Stream => limits.max_streams,
-            Item::Entry => limits.max_entries,
-            Item::MetadataPair => limits.max_metadata_pairs,
+            Item::Stream => limits.streams,
+            Item::Entry => limits.entries,
+            Item::MetadataPair => limits.metadata_pairs,
         }
     }
 
@@ -190,10 +190,10 @@ mod tests {
 
     fn limits(streams: usize, entries: usize, pairs: usize) -> DecodeLimits {
         DecodeLimits {
-            max_decoded_bytes: 0,
-            max_streams: streams,
-            max_entries: entries,
-            max_metadata_pairs: pairs,
+            decoded_bytes: 0,
+            streams,
+            entries,
+            metadata_pairs: pairs,
         }
     }
 

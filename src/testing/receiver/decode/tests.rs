@@ -359,3 +359,111 @@ proptest! {
         let _ = media_type(&s);
     }
 }
+
+fn capped(streams: usize, entries: usize, pairs: usize) -> DecodeLimits {
+    DecodeLimits {
+        streams,
+        entries,
+        metadata_pairs: pairs,
+        ..DecodeLimits::bytes(LIMIT)
+    }
+}
+
+fn json_capped(body: &str, limits: &DecodeLimits) -> Result<Push, DecodeError> {
+    decode(None, Some(b"application/json"), body.as_bytes(), limits)
+}
+
+#[test]
+fn json_streams_entries_and_pairs_are_capped_while_decoding() {
+    let body = r#"{"streams":[{"values":[["1","a",{"k":"v","l":"w"}]]},{"values":[["2","b"]]}]}"#;
+    assert_eq!(
+        json_capped(body, &capped(2, 2, 2)).unwrap().streams.len(),
+        2
+    );
+    for (limits, what) in [
+        (capped(1, 0, 0), "max_streams_per_request"),
+        (capped(0, 1, 0), "max_entries_per_request"),
+        (capped(0, 0, 1), "max_structured_metadata_pairs_per_request"),
+    ] {
+        let err = json_capped(body, &limits).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::TooLarge(m) if m.contains(what)),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn protobuf_streams_are_capped_before_decoding() {
+    let raw = [0x0a, 0x00].repeat(1000);
+    let body = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+    let err = decode(
+        None,
+        Some(b"application/x-protobuf"),
+        &body,
+        &capped(999, 0, 0),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::TooLarge(m) if m.contains("more than 999 streams")),
+        "{err:?}"
+    );
+    let ok = decode(
+        None,
+        Some(b"application/x-protobuf"),
+        &body,
+        &capped(1000, 0, 0),
+    )
+    .unwrap();
+    assert_eq!(ok.streams.len(), 1000);
+}
+
+#[test]
+fn json_syntax_errors_come_before_entry_errors_as_in_go() {
+    let err = json(r#"{"streams":[{"values":[5]}]"#).unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::BadRequest(m) if m.starts_with("loghttp.PushRequest: EOF")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn json_entries_with_four_elements_and_odd_shapes_are_refused() {
+    let err = json(r#"{"streams":[{"values":[[1,"x",{},4]]}]}"#).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::BadRequest("error reading entry: array must contains 2 values".into())
+    );
+    let err = json(r#"{"streams":[{"values":[["1",[1,2]]]}]}"#).unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::BadRequest(m) if m.contains("line: expected a string, found an array")),
+        "{err:?}"
+    );
+    let err = json(r#"{"streams":[{"values":[["1","x",{"k":[1]}]]}]}"#).unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::BadRequest(m) if m.contains("expected a string, found an array")),
+        "{err:?}"
+    );
+    let err = json("[]").unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::BadRequest(m) if m.contains("expected struct JsonPush")),
+        "{err:?}"
+    );
+    let err = json(r#"{"streams":[],"streams":[]}"#).unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::BadRequest(m) if m.contains("duplicate field")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn json_metadata_is_ordered_by_name_and_a_repeated_name_keeps_its_last_value() {
+    let got = json(r#"{"streams":[{"values":[["1","x",{"b":"1","a":"2","b":"3"}]]}]}"#).unwrap();
+    assert_eq!(
+        got.streams[0].entries[0].metadata,
+        [
+            ("a".to_owned(), "2".to_owned()),
+            ("b".to_owned(), "3".to_owned())
+        ]
+    );
+}
