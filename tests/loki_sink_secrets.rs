@@ -9,7 +9,7 @@
 mod support;
 
 use sinkwatch::events;
-use sinkwatch::sink::loki::LokiSink;
+use sinkwatch::sink::loki::{LokiSink, LokiSinkBuilder};
 use sinkwatch::testing;
 use support::{ev, event_text, record};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -180,4 +180,175 @@ async fn transport_errors_do_not_show_url_credentials() {
         .unwrap();
     assert_eq!(failed.u64("status"), Some(0));
     assert!(!event_text(&events, sink.id()).contains("urlpa55"));
+}
+
+/// Every kind of secret a user can configure, each a distinct string.
+const SECRETS: [&str; 8] = [
+    "us3r-t0ken",
+    "urlpa55",
+    "qu3ry-s3cret",
+    "h3ader-s3cret",
+    "secr3t-header",
+    "bas1c-user",
+    "bas1c-pass",
+    "bear3r",
+];
+
+#[test]
+fn debug_output_shows_no_user_info_query_value_or_header_value() {
+    let url = "http://us3r-t0ken:urlpa55@loki.example:3100/gw?api_key=qu3ry-s3cret";
+    let builders = [
+        LokiSink::builder(url)
+            .header("X-Api-Key", "h3ader-s3cret")
+            .secret_header("X-Other", "secr3t-header")
+            .basic_auth("bas1c-user", "bas1c-pass"),
+        LokiSink::builder(url).bearer_token("bear3r"),
+        // The user name alone, as a token (no password).
+        LokiSink::builder("https://us3r-t0ken@loki.example/?token=qu3ry-s3cret"),
+    ];
+    for builder in builders {
+        let builder = builder
+            .label("a", "b")
+            .tenant("team-x")
+            .public_header("X-Team", "payments");
+        let debug = format!("{builder:?}");
+        for secret in SECRETS {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        // What is not secret stays visible: it is what Debug is for.
+        for shown in ["loki.example", "team-x", "payments", "=redacted"] {
+            assert!(debug.contains(shown), "{shown} missing in {debug}");
+        }
+        let sink = builder.build().unwrap();
+        let debug = format!("{sink:?} {sink:#?}");
+        for secret in SECRETS {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        sink.shutdown_blocking(std::time::Duration::ZERO);
+    }
+}
+
+#[tokio::test]
+async fn query_secrets_stay_out_of_push_failures() {
+    let receiver = support::receiver().await;
+    receiver.stop().await;
+    let mut events = testing::watch();
+    let url = format!("{}/?api_key=qu3ry-s3cret", receiver.url());
+    let sink = LokiSink::builder(url)
+        .label("a", "b")
+        .header("X-Api-Key", "h3ader-s3cret")
+        .max_retries(0)
+        .build()
+        .unwrap();
+    sink.try_write(record("hi")).unwrap();
+    sink.flush().await.unwrap();
+    events
+        .wait(ev(sink.id(), events::push_failed::NAME))
+        .await
+        .unwrap();
+    let all = event_text(&events, sink.id());
+    for secret in ["qu3ry-s3cret", "h3ader-s3cret"] {
+        assert!(!all.contains(secret), "{all}");
+    }
+}
+
+#[test]
+fn build_errors_show_no_url_credentials_or_query_values() {
+    let errors = [
+        LokiSink::builder("http://us3r-t0ken:urlpa55@h/?api_key=qu3ry-s3cret")
+            .header("X-Api-Key", "bad\nh3ader-s3cret")
+            .label("a", "b")
+            .build()
+            .unwrap_err(),
+        // No label: refused after the URL is parsed.
+        LokiSink::builder("http://us3r-t0ken:urlpa55@h/?api_key=qu3ry-s3cret")
+            .build()
+            .unwrap_err(),
+        LokiSink::builder("ftp://us3r-t0ken:urlpa55@h/?api_key=qu3ry-s3cret")
+            .label("a", "b")
+            .build()
+            .unwrap_err(),
+        LokiSink::builder("http://us3r-t0ken:urlpa55@[bad/?api_key=qu3ry-s3cret")
+            .label("a", "b")
+            .build()
+            .unwrap_err(),
+    ];
+    for err in errors {
+        let text = format!("{err} {err:?} {:?}", std::error::Error::source(&err));
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+    }
+}
+
+/// Builds a sink for `url` with `configure`, then emits a marker event from this thread:
+/// anything `build()` emitted is captured before the marker.
+fn build_then_mark(
+    url: &str,
+    configure: impl FnOnce(LokiSinkBuilder) -> LokiSinkBuilder,
+) -> (LokiSink, testing::Matcher) {
+    let sink = configure(LokiSink::builder(url).label("a", "b"))
+        .build()
+        .unwrap();
+    let marker = format!("built {}", sink.id());
+    tracing::info!(marker = %marker, "sink built");
+    (sink, testing::Matcher::any().field("marker", marker))
+}
+
+/// One way to configure credentials (or none) on a builder.
+type Configure = fn(LokiSinkBuilder) -> LokiSinkBuilder;
+
+fn insecure(sink: &LokiSink) -> testing::Matcher {
+    ev(sink.id(), events::insecure_credentials::NAME)
+}
+
+#[tokio::test]
+async fn credentials_over_plain_http_to_a_remote_host_are_warned_about_once() {
+    testing::init();
+    let mut events = testing::watch();
+    let configs: [(&str, Configure); 4] = [
+        ("http://loki.example:3100", |b| b.basic_auth("u", "p")),
+        ("http://loki.example:3100", |b| b.bearer_token("t")),
+        ("http://us3r-t0ken@10.1.2.3:3100", |b| b),
+        ("http://loki.example", |b| b.header("X-Api-Key", "k")),
+    ];
+    for (url, configure) in configs {
+        let (sink, marker) = build_then_mark(url, configure);
+        let warning = events.wait(insecure(&sink)).await.unwrap();
+        let host = warning.str(events::insecure_credentials::HOST).unwrap();
+        assert!(host == "loki.example" || host == "10.1.2.3", "{warning}");
+        // Once: no second warning before the marker emitted after build().
+        events
+            .assert_none_before(insecure(&sink), marker)
+            .await
+            .unwrap();
+        assert!(!event_text(&events, sink.id()).contains("us3r-t0ken"));
+        sink.shutdown_blocking(std::time::Duration::ZERO);
+    }
+}
+
+#[tokio::test]
+async fn https_loopback_and_public_headers_are_not_warned_about() {
+    testing::init();
+    let mut events = testing::watch();
+    let configs: [(&str, Configure); 6] = [
+        ("https://loki.example", |b| b.basic_auth("u", "p")),
+        ("https://loki.example", |b| b.header("X-Api-Key", "k")),
+        ("http://127.0.0.1:3100", |b| b.bearer_token("t")),
+        ("http://[::1]:3100", |b| b.basic_auth("u", "p")),
+        ("http://localhost:3100", |b| {
+            b.secret_header("X-Api-Key", "k")
+        }),
+        ("http://loki.example", |b| {
+            b.tenant("t").public_header("X-Team", "payments")
+        }),
+    ];
+    for (url, configure) in configs {
+        let (sink, marker) = build_then_mark(url, configure);
+        events
+            .assert_none_before(insecure(&sink), marker)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        sink.shutdown_blocking(std::time::Duration::ZERO);
+    }
 }

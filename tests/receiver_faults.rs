@@ -180,3 +180,37 @@ async fn dropping_the_receiver_closes_its_port() {
         .expect("the port stayed open");
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_gives_up_during_a_delay_is_still_recorded_and_reported() {
+    use sinkwatch::testing::{self, Matcher};
+    use tokio::io::AsyncWriteExt;
+    testing::init();
+    let mut events = testing::watch();
+    let r = LokiReceiver::start().await.unwrap();
+    r.push_fault(Fault::delay(Duration::from_secs(600)));
+    let body = body();
+    let request = format!(
+        "POST /loki/api/v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut client = tokio::net::TcpStream::connect(r.addr()).await.unwrap();
+    client.write_all(request.as_bytes()).await.unwrap();
+    r.wait_for_arrivals(1, WAIT).await.unwrap();
+    // The client gives up while the request is held by the delay.
+    drop(client);
+    let event = events
+        .wait(Matcher::sink_event(
+            r.id(),
+            sinkwatch::events::receiver_request::NAME,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(event.u64("status"), Some(204), "{event}");
+    assert_eq!(event.u64("accepted"), Some(1), "{event}");
+    let requests = r.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!((requests[0].status, requests[0].client_gone), (204, true));
+    assert_eq!(r.entry_count(), 1);
+}

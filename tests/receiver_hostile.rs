@@ -301,3 +301,124 @@ async fn kept_alive_connections_serve_sized_and_chunked_requests_in_turn() {
     assert_eq!(r.lines(), ["sized", "chunked"]);
     assert_eq!(r.request_count(), 2);
 }
+
+/// `body` compressed with gzip at the best level.
+fn gzip(body: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(body).unwrap();
+    gz.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_small_body_of_millions_of_empty_streams_is_refused_at_the_stream_cap() {
+    let r = LokiReceiver::start().await.unwrap();
+    // Five million empty protobuf streams (field 1, length 0), snappy then gzip: 723 bytes on
+    // the wire for 10 MB decoded, which would be hundreds of MB of structs.
+    let raw = [0x0a, 0x00].repeat(5_000_000);
+    let proto = gzip(&snap::raw::Encoder::new().compress_vec(&raw).unwrap());
+    // The same in JSON, a million of them: `{"streams":[{},{},…]}`, about 3 KB.
+    let json = gzip(format!(r#"{{"streams":[{}{{}}]}}"#, "{},".repeat(1_000_000)).as_bytes());
+    let client = reqwest::Client::new();
+    for (body, content_type) in [
+        (proto, "application/x-protobuf"),
+        (json, "application/json"),
+    ] {
+        assert!(body.len() < 4096, "{content_type}: {} bytes", body.len());
+        let resp = client
+            .post(r.push_url())
+            .header("content-type", content_type)
+            .header("content-encoding", "gzip")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 413, "{content_type}");
+        let text = resp.text().await.unwrap();
+        assert_eq!(
+            text,
+            "request body too large: more than 10000 streams in one request \
+             (the receiver's max_streams_per_request)\n",
+            "{content_type}"
+        );
+    }
+    assert_eq!(r.entry_count(), 0);
+    assert!(r.requests().iter().all(|q| q.status == 413));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_over_the_cap_are_refused_and_a_lower_cap_applies() {
+    let r = LokiReceiver::builder()
+        .max_entries_per_request(3)
+        .start()
+        .await
+        .unwrap();
+    let body =
+        r#"{"streams":[{"stream":{"a":"b"},"values":[["1","x"],["2","y"],["3","z"],["4","w"]]}]}"#;
+    let resp = reqwest::Client::new()
+        .post(r.push_url())
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("max_entries_per_request"));
+}
+
+/// Sends `GET /ready` on `conn` and returns the answer read so far (until the `ready` body,
+/// or the end of the connection).
+async fn ready(conn: &mut tokio::net::TcpStream, close: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connection = if close { "close" } else { "keep-alive" };
+    let request = format!("GET /ready HTTP/1.1\r\nHost: x\r\nConnection: {connection}\r\n\r\n");
+    // Writing to a refused connection may fail; what is read tells.
+    let _ = conn.write_all(request.as_bytes()).await;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(30), conn.read(&mut chunk))
+            .await
+            .expect("the receiver neither answered nor closed the connection");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+        }
+        if !close && got.ends_with(b"ready\n") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_over_the_cap_are_refused_until_one_closes() {
+    let r = LokiReceiver::builder()
+        .max_connections(1)
+        .start()
+        .await
+        .unwrap();
+    let mut first = tokio::net::TcpStream::connect(r.addr()).await.unwrap();
+    assert!(ready(&mut first, false).await.starts_with("HTTP/1.1 200"));
+    // The first connection is open (kept alive): a second one is refused, not served.
+    let mut second = tokio::net::TcpStream::connect(r.addr()).await.unwrap();
+    let refused = ready(&mut second, false).await;
+    assert!(
+        refused.is_empty() || refused.starts_with("HTTP/1.1 503"),
+        "{refused}"
+    );
+    assert!(
+        refused.is_empty() || refused.contains("max_connections"),
+        "{refused}"
+    );
+    assert_eq!(r.request_count(), 1);
+    // Once the first connection has ended, its place is free.
+    assert!(ready(&mut first, true).await.starts_with("HTTP/1.1 200"));
+    let mut third = tokio::net::TcpStream::connect(r.addr()).await.unwrap();
+    assert!(ready(&mut third, true).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(r.request_count(), 3);
+}

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use reqwest::header::HeaderName;
 
-use super::http::{redact_url, Auth, ExtraHeader, Http, Secret};
+use super::http::{clear_text_host, redact_url, Auth, ExtraHeader, HeaderKind, Http, Secret};
 use super::labels::{self, Labeler, MAX_LABEL_NAME, MAX_LABEL_NAMES, MAX_LABEL_VALUE};
 use super::line::{Lines, TRUNCATION_MARKER};
 use super::retry::RetryPolicy;
 use super::worker::{self, Config};
 use super::{Encoding, LineFormat, LokiSink, LongLines};
-use crate::events::SinkId;
+use crate::events::{self, SinkId};
 use crate::queue::QueueConfig;
 use crate::worker::{queue, spawn_worker};
 
@@ -34,7 +34,9 @@ const RESERVED: &[&str] = &[
 /// Configures and builds a [`LokiSink`].
 ///
 /// Setters never fail: the first unusable value is reported by [`build`](Self::build), with
-/// what to change. `Debug` output never shows a password, token or secret header value.
+/// what to change. `Debug` output never shows a credential: the URL's user name and
+/// password and every query value are replaced by `redacted`, and so are the auth settings
+/// and every header value but those given to [`public_header`](Self::public_header).
 ///
 /// # Examples
 ///
@@ -232,12 +234,15 @@ impl LokiSinkBuilder {
         self
     }
 
-    /// HTTP basic auth (replaces any bearer token). By default, no authentication. The
-    /// password never appears in Debug output, events or errors. Credentials in the URL
-    /// (`https://user:pass@host`) are used the same way.
+    /// HTTP basic auth (replaces any bearer token). By default, no authentication. Neither
+    /// the user nor the password appears in Debug output, events or errors. Credentials in
+    /// the URL (`https://user:pass@host`) are used the same way.
+    ///
+    /// Credentials for a plain `http://` URL to a host that is not loopback cross the
+    /// network in clear text: `build()` then emits an `insecure_credentials` warning.
     pub fn basic_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.http.auth = Auth::Basic {
-            user: user.into(),
+            user: Secret(user.into()),
             password: Secret(password.into()),
         };
         self
@@ -250,20 +255,46 @@ impl LokiSinkBuilder {
         self
     }
 
-    /// Adds a header to every request. By default, none besides the sink's own. Use
-    /// [`secret_header`](Self::secret_header) for a value that must stay hidden, and
-    /// [`tenant`](Self::tenant) and the auth methods for those headers.
+    /// Adds a header to every request. By default, none besides the sink's own. Its value
+    /// never appears in Debug output, events or errors, since custom headers often carry
+    /// an API key; use [`public_header`](Self::public_header) for a value you want to see
+    /// there, [`secret_header`](Self::secret_header) for `Authorization` or a value that
+    /// must also never be HPACK-indexed, and [`tenant`](Self::tenant) and the auth methods
+    /// for those headers. Like credentials, it makes `build()` warn
+    /// (`insecure_credentials`) when the URL is plain `http://` to a host that is not
+    /// loopback.
     pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.add_header(&name.into(), value.into(), false)
+        self.add_header(&name.into(), value.into(), HeaderKind::Hidden)
     }
 
-    /// Adds a header whose value never appears in Debug output, events or errors (an API
-    /// key, say).
+    /// Adds a header whose value you declare not secret (`X-Team: payments`, say): unlike
+    /// [`header`](Self::header), its value shows in Debug output, and it never makes
+    /// `build()` warn about clear-text credentials. Same rules for names as `header`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sinkwatch::sink::loki::LokiSink;
+    ///
+    /// let builder = LokiSink::builder("https://logs.example.com")
+    ///     .label("app", "demo")
+    ///     .public_header("X-Team", "payments")
+    ///     .header("X-Api-Key", "k3y");
+    /// let debug = format!("{builder:?}");
+    /// assert!(debug.contains("payments") && !debug.contains("k3y"));
+    /// ```
+    pub fn public_header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.add_header(&name.into(), value.into(), HeaderKind::Public)
+    }
+
+    /// Adds a header whose value never appears in Debug output, events or errors, and is
+    /// marked sensitive (HTTP/2 never indexes it): an API key, or `Authorization` in a
+    /// scheme the auth methods do not cover.
     pub fn secret_header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.add_header(&name.into(), value.into(), true)
+        self.add_header(&name.into(), value.into(), HeaderKind::Secret)
     }
 
-    fn add_header(mut self, name: &str, value: String, secret: bool) -> Self {
+    fn add_header(mut self, name: &str, value: String, kind: HeaderKind) -> Self {
         let lower = name.to_ascii_lowercase();
         if RESERVED.contains(&lower.as_str()) {
             self.fail(format!(
@@ -273,7 +304,7 @@ impl LokiSinkBuilder {
             self.fail(format!(
                 "header({name:?}): use tenant() for the tenant header"
             ));
-        } else if lower == "authorization" && !secret {
+        } else if lower == "authorization" && kind != HeaderKind::Secret {
             self.fail(format!(
                 "header({name:?}): use basic_auth(), bearer_token() or secret_header()"
             ));
@@ -282,7 +313,7 @@ impl LokiSinkBuilder {
             Ok(name) => self.http.headers.push(ExtraHeader {
                 name,
                 value: Secret(value),
-                secret,
+                kind,
             }),
             Err(_) => self.fail(format!("header({name:?}): not a valid HTTP header name")),
         }
@@ -417,6 +448,11 @@ impl LokiSinkBuilder {
         let url = url?;
         self.validate()?;
         let id = SinkId::new(self.name.as_deref().unwrap_or("loki"));
+        if self.http.has_credentials() {
+            if let Some(host) = clear_text_host(&url) {
+                events::insecure_credentials(&id, &host);
+            }
+        }
         let config = self.worker_config(url)?;
         let (producer, consumer) = queue(
             id.clone(),
@@ -448,7 +484,7 @@ impl LokiSinkBuilder {
         }
         if !url.username().is_empty() && matches!(self.http.auth, Auth::None) {
             self.http.auth = Auth::Basic {
-                user: url.username().to_owned(),
+                user: Secret(url.username().to_owned()),
                 password: Secret(url.password().unwrap_or_default().to_owned()),
             };
         }
@@ -582,7 +618,7 @@ mod tests {
         let mut b = LokiSinkBuilder::new("https://u:p4ss@h".into());
         let url = b.push_url().unwrap();
         assert!(!url.as_str().contains("p4ss"));
-        assert!(matches!(b.http.auth, Auth::Basic { ref user, .. } if user == "u"));
+        assert!(matches!(b.http.auth, Auth::Basic { ref user, .. } if user.0 == "u"));
         assert!(!format!("{b:?}").contains("p4ss"));
     }
 

@@ -2,7 +2,9 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, SystemTime};
+use tokio::sync::Semaphore;
 
 use super::faults::Script;
 use super::server::{Clock, Progress, Shared};
@@ -188,6 +190,53 @@ impl LokiReceiverBuilder {
         self
     }
 
+    /// Most streams in one request. By default 10,000; more is 413 `request body too large:
+    /// more than … streams in one request (the receiver's max_streams_per_request)`. Loki has
+    /// no such limit (it bounds bytes and rates); this one lets the receiver refuse a small
+    /// compressed body of millions of empty streams while decoding, before building them.
+    /// 0: no limit.
+    pub fn max_streams_per_request(mut self, count: usize) -> Self {
+        self.limits.max_streams_per_request = count;
+        self
+    }
+
+    /// Most entries in one request, all streams together. By default 100,000 (the Loki
+    /// sink sends at most 65,536 by default); more is 413, as for
+    /// [`max_streams_per_request`](Self::max_streams_per_request). 0: no limit.
+    pub fn max_entries_per_request(mut self, count: usize) -> Self {
+        self.limits.max_entries_per_request = count;
+        self
+    }
+
+    /// Most structured-metadata pairs in one request, all entries together. By default
+    /// 500,000; more is 413, as for [`max_streams_per_request`](Self::max_streams_per_request).
+    /// 0: no limit.
+    pub fn max_structured_metadata_pairs_per_request(mut self, count: usize) -> Self {
+        self.limits.max_metadata_pairs_per_request = count;
+        self
+    }
+
+    /// Most connections served at once. By default 256. A connection over the cap is
+    /// refused: the receiver writes a `503 Service Unavailable` answer without reading the
+    /// request and closes it at once, so the client sees that 503 or a reset connection
+    /// (a transport error, which the Loki sink retries). Nothing is recorded for it. A
+    /// connection's place is free again once it is closed (idle kept-alive connections keep
+    /// theirs until the client closes them or [`read_timeout`](Self::read_timeout) passes).
+    /// 0: no limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sinkwatch::testing::receiver::LokiReceiver;
+    ///
+    /// let builder = LokiReceiver::builder().max_connections(16);
+    /// # drop(builder);
+    /// ```
+    pub fn max_connections(mut self, count: usize) -> Self {
+        self.limits.max_connections = count;
+        self
+    }
+
     /// Binds the listener and starts serving on the current tokio runtime.
     ///
     /// Events go to the `tracing` dispatcher that is current when this is called.
@@ -202,6 +251,11 @@ impl LokiReceiverBuilder {
     pub async fn start(self) -> Result<LokiReceiver> {
         let (progress, _) = tokio::sync::watch::channel(Progress::default());
         let (listening, _) = tokio::sync::watch::channel(false);
+        let slots = match self.limits.max_connections {
+            0 => Semaphore::MAX_PERMITS,
+            n => n.min(Semaphore::MAX_PERMITS),
+        };
+        let slots = Arc::new(Semaphore::new(slots));
         let shared = Arc::new(Shared {
             id: SinkId::new("receiver"),
             auth: self.auth,
@@ -210,6 +264,7 @@ impl LokiReceiverBuilder {
             store: Mutex::new(Store::default()),
             script: Mutex::new(Script::default()),
             progress,
+            slots,
             listening,
             dispatch: tracing::dispatcher::get_default(Clone::clone),
         });

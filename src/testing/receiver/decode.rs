@@ -3,11 +3,15 @@
 //! The protobuf messages are hand-written here from Loki's `logproto` field numbers, not
 //! shared with the Loki sink's encoder, so a wrong tag on one side shows up as a test failure.
 
+mod budget;
+mod json;
+
 use std::io::Read;
 
-use serde_json::Value;
-
 use super::labels;
+
+pub(crate) use budget::DecodeLimits;
+use budget::{scan_protobuf, Budget};
 
 /// A decoded push request, before label parsing and validation.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -109,14 +113,18 @@ mod proto {
 
 /// Decodes a request body given its `Content-Encoding` and `Content-Type` header values.
 ///
-/// `max_decoded` bounds every decompressed size (gzip, deflate, snappy), so a small hostile
-/// body cannot make the receiver allocate without bound.
+/// `limits.decoded_bytes` bounds every decompressed size (gzip, deflate, snappy), checked
+/// while decompressing; the streams, entries and metadata pairs are counted against their
+/// caps before any of them is built. So a small hostile body cannot make the receiver
+/// allocate without bound, nor take long to be refused.
 pub(crate) fn decode(
     encoding: Option<&[u8]>,
     content_type: Option<&[u8]>,
     body: &[u8],
-    max_decoded: usize,
+    limits: &DecodeLimits,
 ) -> Result<Push, DecodeError> {
+    let max_decoded = limits.decoded_bytes;
+    let budget = Budget::new(*limits);
     let encoding = Encoding::parse(encoding.unwrap_or_default())?;
     // Go's gzip reader checks the header at once, before the Content-Type is looked at.
     if encoding == Encoding::Gzip {
@@ -126,9 +134,11 @@ pub(crate) fn decode(
         media_type(&String::from_utf8_lossy(content_type.unwrap_or_default())).map_err(bad)?;
     let body = encoding.decompress(body, max_decoded)?;
     if media == "application/json" {
-        decode_json(&body)
+        json::decode_json(&body, &budget)
     } else {
-        decode_protobuf(&snappy_block(&body, max_decoded)?)
+        let raw = snappy_block(&body, max_decoded)?;
+        scan_protobuf(&raw, &budget)?;
+        decode_protobuf(&raw)
     }
 }
 
@@ -320,138 +330,6 @@ fn proto_entry(e: proto::EntryAdapter) -> RawEntry {
             .map(|p| (p.name, p.value))
             .collect(),
     }
-}
-
-#[derive(serde::Deserialize)]
-struct JsonPush {
-    #[serde(default)]
-    streams: Option<Vec<JsonStream>>,
-}
-
-#[derive(serde::Deserialize)]
-struct JsonStream {
-    #[serde(default)]
-    stream: Option<serde_json::Map<String, Value>>,
-    #[serde(default)]
-    values: Option<Vec<Value>>,
-}
-
-/// The JSON push format. `serde_json`'s recursion limit turns deeply nested input into an error.
-fn decode_json(bytes: &[u8]) -> Result<Push, DecodeError> {
-    let push: JsonPush =
-        serde_json::from_slice(bytes).map_err(|e| bad(format!("loghttp.PushRequest: {e}")))?;
-    let mut streams = Vec::new();
-    for s in push.streams.unwrap_or_default() {
-        let labels = json_labels(s.stream.unwrap_or_default());
-        // Loki's `Stream.UnmarshalJSON` skips `null` entries.
-        let entries = s
-            .values
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|v| !v.is_null())
-            .map(|v| match v {
-                Value::Array(values) => json_entry(values),
-                other => Err(bad(format!(
-                    "error reading entry: expected an array, found {}",
-                    json_kind(&other)
-                ))),
-            })
-            .collect::<Result<_, _>>()?;
-        streams.push(RawStream { labels, entries });
-    }
-    Ok(Push { streams })
-}
-
-/// Loki turns the JSON label object into label-set text and parses that, so invalid names
-/// fail in the label parser exactly as a protobuf label string would.
-fn json_labels(map: serde_json::Map<String, Value>) -> String {
-    let mut pairs = Vec::with_capacity(map.len());
-    for (name, value) in map {
-        // Loki's `LabelSet.UnmarshalJSON` runs `jsonparser.ParseString` on the raw value of
-        // any type, so a number, boolean, null, array or object is taken as its JSON text.
-        // (Here the text is re-serialised: whitespace and float spellings such as `1e3`
-        // may differ from the raw bytes Loki would keep.)
-        let text = match value {
-            Value::String(s) => s,
-            Value::Number(n) => n.to_string(),
-            other => other.to_string(),
-        };
-        pairs.push((name, text));
-    }
-    pairs.sort();
-    let body: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", labels::quote(v)))
-        .collect();
-    format!("{{{}}}", body.join(", "))
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn json_entry(values: Vec<Value>) -> Result<RawEntry, DecodeError> {
-    if values.len() > 3 {
-        return Err(bad("error reading entry: array must contains 2 values"));
-    }
-    let mut it = values.into_iter();
-    let ts_ns = match it.next() {
-        None => i128::from(GO_ZERO_TIME_SECS) * 1_000_000_000,
-        Some(Value::String(s)) => i128::from(parse_int(&s)?),
-        Some(other) => {
-            return Err(bad(format!(
-                "error reading entry timestamp: expected a string, found {}",
-                json_kind(&other)
-            )))
-        }
-    };
-    let line = match it.next() {
-        None => String::new(),
-        Some(Value::String(s)) => s,
-        Some(other) => {
-            return Err(bad(format!(
-                "error reading entry line: expected a string, found {}",
-                json_kind(&other)
-            )))
-        }
-    };
-    let metadata = match it.next() {
-        None => Vec::new(),
-        Some(Value::Object(map)) => json_metadata(map)?,
-        Some(other) => {
-            return Err(bad(format!(
-                "error reading structured metadata: expected an object, found {}",
-                json_kind(&other)
-            )))
-        }
-    };
-    Ok(RawEntry {
-        ts_ns,
-        line,
-        metadata,
-    })
-}
-
-fn json_metadata(
-    map: serde_json::Map<String, Value>,
-) -> Result<Vec<(String, String)>, DecodeError> {
-    map.into_iter()
-        .map(|(k, v)| match v {
-            Value::String(s) => Ok((k, s)),
-            other => Err(bad(format!(
-                "error reading structured metadata {}: expected a string, found {}",
-                labels::quote(&k),
-                json_kind(&other)
-            ))),
-        })
-        .collect()
 }
 
 /// Go's `strconv.ParseInt(s, 10, 64)`, with its error text.

@@ -10,8 +10,9 @@ use hyper::header::{
 };
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::instrument::WithSubscriber;
 
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) store: Mutex<Store>,
     pub(crate) script: Mutex<Script>,
     pub(crate) progress: watch::Sender<Progress>,
+    /// One permit per connection served at once (`max_connections`).
+    pub(crate) slots: Arc<Semaphore>,
     /// True while a serving task holds the listener; false once its listener and
     /// connections are closed (after `stop`, or the receiver's drop).
     pub(crate) listening: watch::Sender<bool>,
@@ -83,10 +86,13 @@ async fn accept_loop(mut serving: Serving, shared: Arc<Shared>) {
     loop {
         tokio::select! {
             accepted = serving.listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let conn = connection(stream, Arc::clone(&shared));
-                    serving.conns.spawn(conn.with_subscriber(shared.dispatch.clone()));
-                }
+                Ok((stream, _)) => match Arc::clone(&shared.slots).try_acquire_owned() {
+                    Ok(permit) => {
+                        let conn = connection(Slot { permit: Some(permit), io: stream }, Arc::clone(&shared));
+                        serving.conns.spawn(conn.with_subscriber(shared.dispatch.clone()));
+                    }
+                    Err(_) => refuse(&stream, shared.limits.max_connections),
+                },
                 // Transient (e.g. out of file descriptors): let other tasks run, then retry.
                 Err(_) => tokio::task::yield_now().await,
             },
@@ -111,7 +117,64 @@ impl Drop for ClosedSignal {
     }
 }
 
-async fn connection(stream: TcpStream, shared: Arc<Shared>) {
+/// Over `max_connections`: a best-effort 503 (never blocking the accept loop), then the
+/// connection is closed. The client may see the 503 or only a reset, since its request is
+/// never read.
+fn refuse(stream: &TcpStream, max: usize) {
+    let text = format!(
+        "too many connections: the receiver serves at most {max} at once (max_connections)\n"
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+        text.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+}
+
+/// A served connection and its permit. The permit is given back before the socket is shut
+/// down or closed (fields drop in order), so a client that has seen its connection end can
+/// open another at once.
+struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    io: TcpStream,
+}
+
+impl AsyncRead for Slot {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Slot {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.permit = None;
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+async fn connection(stream: Slot, shared: Arc<Shared>) {
     let read_timeout = shared.limits.read_timeout;
     let service = hyper::service::service_fn(move |req| handle(req, Arc::clone(&shared)));
     // An error here is the client going away, a scripted drop or a client too slow to send
@@ -218,14 +281,10 @@ fn status_ok(status: u16) -> bool {
 
 async fn push(
     req: Request<Incoming>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut rec: ReceivedRequest,
 ) -> Result<Reply, Dropped> {
     let fault = lock(&shared.script).next();
-    if !fault.delay.is_zero() {
-        #[allow(clippy::disallowed_methods)] // simulates a slow peer
-        tokio::time::sleep(fault.delay).await; // simulates a slow peer
-    }
     let (parts, body) = req.into_parts();
     // A client that stalls mid-body must not hold the connection (and its task) forever.
     let limit = shared.limits.max_body_bytes;
@@ -255,16 +314,62 @@ async fn push(
             ))
         }
     };
-    let outcome = match fault.action {
-        Action::Drop => return Err(dropped(shared, rec, "connection dropped (scripted fault)")),
-        Action::Respond {
-            status,
-            retry_after,
-            body,
-        } => scripted(status, retry_after, body),
-        Action::Pass => normal(shared, &parts.headers, body),
+    let mut pending = Pending {
+        shared: Arc::clone(shared),
+        request: Some((rec, parts.headers, body, fault.action)),
     };
-    Ok(finish(shared, rec, outcome))
+    if !fault.delay.is_zero() {
+        #[allow(clippy::disallowed_methods)] // simulates a slow peer
+        tokio::time::sleep(fault.delay).await; // simulates a slow peer
+    }
+    pending.settle(false).unwrap_or(Err(Dropped))
+}
+
+/// A request read and waiting for its answer (held by a delay). If the client goes away
+/// meanwhile, hyper drops the handler; the drop still handles the request and records it,
+/// with the status it would have been answered, so retries stay countable.
+struct Pending {
+    shared: Arc<Shared>,
+    request: Option<Held>,
+}
+
+/// The record so far, the headers, the body (or its size when over the limit), the fault.
+type Held = (ReceivedRequest, HeaderMap, Result<Vec<u8>, usize>, Action);
+
+impl Pending {
+    /// Handles the request once; `None` if already done.
+    fn settle(&mut self, client_gone: bool) -> Option<Result<Reply, Dropped>> {
+        let (mut rec, headers, body, action) = self.request.take()?;
+        rec.client_gone = client_gone;
+        let shared = &self.shared;
+        let outcome = match action {
+            Action::Drop => {
+                return Some(Err(dropped(
+                    shared,
+                    rec,
+                    "connection dropped (scripted fault)",
+                )))
+            }
+            Action::Respond {
+                status,
+                retry_after,
+                body,
+            } => scripted(status, retry_after, body),
+            Action::Pass => normal(shared, &headers, body),
+        };
+        Some(Ok(finish(shared, rec, outcome)))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.request.is_some() {
+            let dispatch = self.shared.dispatch.clone();
+            tracing::dispatcher::with_default(&dispatch, || {
+                let _ = self.settle(true);
+            });
+        }
+    }
 }
 
 fn scripted(status: u16, retry_after: Option<String>, body: Option<String>) -> Outcome {
@@ -323,7 +428,7 @@ fn process(shared: &Shared, headers: &HeaderMap, body: &[u8], tenant: &str) -> O
         get(CONTENT_ENCODING),
         get(CONTENT_TYPE),
         body,
-        shared.limits.max_decoded_bytes,
+        &shared.limits.decode(),
     ) {
         Ok(p) => p,
         Err(e) => return decode_error(e),
@@ -448,6 +553,7 @@ fn record_for(req: &Request<Incoming>) -> ReceivedRequest {
         rejected: 0,
         error: String::new(),
         fault: false,
+        client_gone: false,
     }
 }
 

@@ -18,7 +18,9 @@ pub struct ReceivedEntry {
     pub timestamp_ns: i64,
     /// The log line.
     pub line: String,
-    /// Structured metadata, in the order sent.
+    /// Structured metadata. From a protobuf body, in the order sent (a repeated name kept
+    /// each time); from a JSON body, ordered by name, a repeated name keeping only its last
+    /// value (the JSON object is read as a map, so its order is not kept).
     pub structured_metadata: Vec<(String, String)>,
 }
 
@@ -81,6 +83,10 @@ pub struct ReceivedRequest {
     pub error: String,
     /// True when a scripted fault decided the outcome.
     pub fault: bool,
+    /// True when the client had gone away (given up, timed out) while the request was held
+    /// by a [`Fault::delay`](super::Fault::delay) or latency: the request was still handled
+    /// and recorded with the status it would have been answered, which the client never saw.
+    pub client_gone: bool,
 }
 
 /// Key of one entry for exact-duplicate detection.

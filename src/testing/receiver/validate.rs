@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::decode::RawEntry;
+use super::decode::{DecodeLimits, RawEntry};
 use super::gotime;
 use super::labels;
 
@@ -26,6 +26,23 @@ pub(crate) struct Limits {
     pub(crate) max_returned_errors: usize,
     /// How long a client may take to send a request's headers, and then its body.
     pub(crate) read_timeout: Duration,
+    /// The receiver's own caps on one request's structure (Loki has none: it bounds bytes).
+    pub(crate) max_streams_per_request: usize,
+    pub(crate) max_entries_per_request: usize,
+    pub(crate) max_metadata_pairs_per_request: usize,
+    /// Connections served at once; more are refused.
+    pub(crate) max_connections: usize,
+}
+
+impl Limits {
+    pub(crate) fn decode(&self) -> DecodeLimits {
+        DecodeLimits {
+            decoded_bytes: self.max_decoded_bytes,
+            streams: self.max_streams_per_request,
+            entries: self.max_entries_per_request,
+            metadata_pairs: self.max_metadata_pairs_per_request,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -47,6 +64,11 @@ impl Default for Limits {
             max_returned_errors: 10,
             // Loki's `http_server_read_timeout`.
             read_timeout: Duration::from_secs(30),
+            // Above what the Loki sink sends by default (65,536 entries, 1000 streams).
+            max_streams_per_request: 10_000,
+            max_entries_per_request: 100_000,
+            max_metadata_pairs_per_request: 500_000,
+            max_connections: 256,
         }
     }
 }

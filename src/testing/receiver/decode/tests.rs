@@ -11,11 +11,21 @@ fn hex(s: &str) -> Vec<u8> {
 }
 
 fn proto(body: &[u8]) -> Result<Push, DecodeError> {
-    decode(None, Some(b"application/x-protobuf"), body, LIMIT)
+    decode(
+        None,
+        Some(b"application/x-protobuf"),
+        body,
+        &DecodeLimits::bytes(LIMIT),
+    )
 }
 
 fn json(body: &str) -> Result<Push, DecodeError> {
-    decode(None, Some(b"application/json"), body.as_bytes(), LIMIT)
+    decode(
+        None,
+        Some(b"application/json"),
+        body.as_bytes(),
+        &DecodeLimits::bytes(LIMIT),
+    )
 }
 
 fn entry(ts_ns: i128, line: &str, metadata: &[(&str, &str)]) -> RawEntry {
@@ -180,11 +190,23 @@ fn gzip_and_raw_deflate_are_decoded() {
     let want = json(text).unwrap();
     let ct = Some(&b"application/json; charset=utf-8"[..]);
     assert_eq!(
-        decode(Some(b"gzip"), ct, &gz.finish().unwrap(), LIMIT).unwrap(),
+        decode(
+            Some(b"gzip"),
+            ct,
+            &gz.finish().unwrap(),
+            &DecodeLimits::bytes(LIMIT)
+        )
+        .unwrap(),
         want
     );
     assert_eq!(
-        decode(Some(b"deflate"), ct, &df.finish().unwrap(), LIMIT).unwrap(),
+        decode(
+            Some(b"deflate"),
+            ct,
+            &df.finish().unwrap(),
+            &DecodeLimits::bytes(LIMIT)
+        )
+        .unwrap(),
         want
     );
 }
@@ -199,14 +221,20 @@ fn zlib_is_not_raw_deflate() {
         Some(b"deflate"),
         Some(b"application/json"),
         &z.finish().unwrap(),
-        LIMIT,
+        &DecodeLimits::bytes(LIMIT),
     );
     assert!(got.is_err());
 }
 
 #[test]
 fn unknown_encoding_is_named_in_go_quotes() {
-    let err = decode(Some(b"br"), Some(b"application/json"), b"{}", LIMIT).unwrap_err();
+    let err = decode(
+        Some(b"br"),
+        Some(b"application/json"),
+        b"{}",
+        &DecodeLimits::bytes(LIMIT),
+    )
+    .unwrap_err();
     assert_eq!(
         err,
         DecodeError::BadRequest(r#"Content-Encoding "br" not supported"#.into())
@@ -280,7 +308,7 @@ fn gzip_bomb_is_413() {
         Some(b"gzip"),
         Some(b"application/json"),
         &gz.finish().unwrap(),
-        LIMIT,
+        &DecodeLimits::bytes(LIMIT),
     );
     assert_eq!(got.unwrap_err(), too_large(LIMIT + 1, LIMIT));
 }
@@ -312,7 +340,7 @@ proptest! {
         enc in proptest::option::of(prop_oneof![Just(&b"gzip"[..]), Just(&b"deflate"[..]), Just(&b"snappy"[..]), Just(&b"x"[..])]),
         ct in proptest::option::of(prop_oneof![Just(&b"application/json"[..]), Just(&b"application/x-protobuf"[..]), Just(&b"\xff"[..])]),
     ) {
-        let _ = decode(enc, ct, &body, 4096);
+        let _ = decode(enc, ct, &body, &DecodeLimits::bytes(4096));
     }
 
     #[test]
@@ -330,4 +358,112 @@ proptest! {
     fn arbitrary_content_types_never_panic(s in "\\PC{0,60}") {
         let _ = media_type(&s);
     }
+}
+
+fn capped(streams: usize, entries: usize, pairs: usize) -> DecodeLimits {
+    DecodeLimits {
+        streams,
+        entries,
+        metadata_pairs: pairs,
+        ..DecodeLimits::bytes(LIMIT)
+    }
+}
+
+fn json_capped(body: &str, limits: &DecodeLimits) -> Result<Push, DecodeError> {
+    decode(None, Some(b"application/json"), body.as_bytes(), limits)
+}
+
+#[test]
+fn json_streams_entries_and_pairs_are_capped_while_decoding() {
+    let body = r#"{"streams":[{"values":[["1","a",{"k":"v","l":"w"}]]},{"values":[["2","b"]]}]}"#;
+    assert_eq!(
+        json_capped(body, &capped(2, 2, 2)).unwrap().streams.len(),
+        2
+    );
+    for (limits, what) in [
+        (capped(1, 0, 0), "max_streams_per_request"),
+        (capped(0, 1, 0), "max_entries_per_request"),
+        (capped(0, 0, 1), "max_structured_metadata_pairs_per_request"),
+    ] {
+        let err = json_capped(body, &limits).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::TooLarge(m) if m.contains(what)),
+            "{err:?}"
+        );
+    }
+}
+
+#[test]
+fn protobuf_streams_are_capped_before_decoding() {
+    let raw = [0x0a, 0x00].repeat(1000);
+    let body = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+    let err = decode(
+        None,
+        Some(b"application/x-protobuf"),
+        &body,
+        &capped(999, 0, 0),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::TooLarge(m) if m.contains("more than 999 streams")),
+        "{err:?}"
+    );
+    let ok = decode(
+        None,
+        Some(b"application/x-protobuf"),
+        &body,
+        &capped(1000, 0, 0),
+    )
+    .unwrap();
+    assert_eq!(ok.streams.len(), 1000);
+}
+
+#[test]
+fn json_syntax_errors_come_before_entry_errors_as_in_go() {
+    let err = json(r#"{"streams":[{"values":[5]}]"#).unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::BadRequest(m) if m.starts_with("loghttp.PushRequest: EOF")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn json_entries_with_four_elements_and_odd_shapes_are_refused() {
+    let err = json(r#"{"streams":[{"values":[[1,"x",{},4]]}]}"#).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::BadRequest("error reading entry: array must contains 2 values".into())
+    );
+    let err = json(r#"{"streams":[{"values":[["1",[1,2]]]}]}"#).unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::BadRequest(m) if m.contains("line: expected a string, found an array")),
+        "{err:?}"
+    );
+    let err = json(r#"{"streams":[{"values":[["1","x",{"k":[1]}]]}]}"#).unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::BadRequest(m) if m.contains("expected a string, found an array")),
+        "{err:?}"
+    );
+    let err = json("[]").unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::BadRequest(m) if m.contains("expected struct JsonPush")),
+        "{err:?}"
+    );
+    let err = json(r#"{"streams":[],"streams":[]}"#).unwrap_err();
+    assert!(
+        matches!(&err, DecodeError::BadRequest(m) if m.contains("duplicate field")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn json_metadata_is_ordered_by_name_and_a_repeated_name_keeps_its_last_value() {
+    let got = json(r#"{"streams":[{"values":[["1","x",{"b":"1","a":"2","b":"3"}]]}]}"#).unwrap();
+    assert_eq!(
+        got.streams[0].entries[0].metadata,
+        [
+            ("a".to_owned(), "2".to_owned()),
+            ("b".to_owned(), "3".to_owned())
+        ]
+    );
 }
