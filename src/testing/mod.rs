@@ -118,3 +118,8 @@ pub fn try_init() -> Result<(), String> {
         })
         .clone()
 }
+
+/// Compiles and runs every Rust block of `docs/testing.md` as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/testing.md")]
+struct TestingGuide;
