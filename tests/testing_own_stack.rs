@@ -31,17 +31,17 @@ async fn the_layer_composes_and_never_disables_events_for_other_layers() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
     testing::try_init().expect("init() accepts a global stack that contains the layer");
 
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     std::thread::spawn(|| {
         tracing::info!(target: "elsewhere", "not captured");
         tracing::info!(target: "own_stack", step = 1);
     })
     .join()
     .unwrap();
-    let ev = events.wait(Matcher::target("own_stack")).await.unwrap();
+    let ev = seen.wait(Matcher::target("own_stack")).await.unwrap();
     assert_eq!(ev.u64("step"), Some(1));
     assert_eq!(seen_by_app_layer.load(Ordering::SeqCst), 2);
-    let history = events.history();
+    let history = seen.history();
     assert!(
         history.iter().all(|e| e.target() == "own_stack"),
         "{history:?}"

@@ -12,7 +12,7 @@ use sinkwatch::testing::{self, Matcher, WaitErrorKind};
 /// A short timeout for waits that are expected to time out.
 const SHORT: Duration = Duration::from_millis(150);
 
-/// A unique value per call, so parallel tests never match each other's events.
+/// A unique value per call, so parallel tests never match each other's seen.
 fn unique(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!("{prefix}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
@@ -26,14 +26,14 @@ fn emit(tag: &str, n: u64) {
 async fn captures_from_tasks_blocking_pool_and_plain_threads() {
     testing::init();
     let tag = unique("threads");
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     let t = tag.clone();
     tokio::spawn(async move { emit(&t, 1) });
     let t = tag.clone();
     tokio::task::spawn_blocking(move || emit(&t, 2));
     let t = tag.clone();
     std::thread::spawn(move || emit(&t, 3));
-    let got = events
+    let got = seen
         .wait_n(Matcher::any().field("tag", tag.as_str()), 3)
         .await
         .unwrap();
@@ -52,9 +52,9 @@ async fn captures_from_a_task_spawned_before_the_watcher() {
         g.notified().await;
         emit(&t, 7);
     });
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     go.notify_one();
-    let ev = events
+    let ev = seen
         .wait(Matcher::any().field("tag", tag.as_str()))
         .await
         .unwrap();
@@ -66,9 +66,9 @@ async fn captures_from_a_task_spawned_before_the_watcher() {
 async fn an_event_emitted_before_the_wait_starts_is_found() {
     testing::init();
     let tag = unique("before-wait");
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     emit(&tag, 1);
-    let ev = events
+    let ev = seen
         .wait(Matcher::any().field("tag", tag.as_str()))
         .timeout(SHORT)
         .await
@@ -81,8 +81,8 @@ async fn events_before_the_watcher_are_not_seen() {
     testing::init();
     let tag = unique("too-early");
     emit(&tag, 1);
-    let mut events = testing::watch();
-    let err = events
+    let mut seen = testing::watch();
+    let err = seen
         .wait(Matcher::any().field("tag", tag.as_str()))
         .timeout(SHORT)
         .await
@@ -94,13 +94,13 @@ async fn events_before_the_watcher_are_not_seen() {
 async fn a_wait_consumes_its_match_so_the_next_gets_the_next_occurrence() {
     testing::init();
     let tag = unique("consume");
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     emit(&tag, 1);
     emit(&tag, 2);
     let m = Matcher::any().field("tag", tag.as_str());
-    assert_eq!(events.wait(m.clone()).await.unwrap().u64("n"), Some(1));
-    assert_eq!(events.wait(m.clone()).await.unwrap().u64("n"), Some(2));
-    let err = events.wait(m).timeout(SHORT).await.unwrap_err();
+    assert_eq!(seen.wait(m.clone()).await.unwrap().u64("n"), Some(1));
+    assert_eq!(seen.wait(m.clone()).await.unwrap().u64("n"), Some(2));
+    let err = seen.wait(m).timeout(SHORT).await.unwrap_err();
     assert_eq!(err.kind(), WaitErrorKind::Timeout);
     assert!(
         err.message()
@@ -128,14 +128,14 @@ async fn parallel_waiters_only_see_their_own_sink() {
     for _ in 0..16 {
         tasks.push(tokio::spawn(async move {
             let sink = SinkId::new("isolation");
-            let mut events = testing::watch();
+            let mut seen = testing::watch();
             let s = sink.clone();
             std::thread::spawn(move || {
                 for i in 0..5_u64 {
                     tracing::info!(name: "push_complete", target: "sinkwatch", sink = s.as_str(), entries = i);
                 }
             });
-            let got = events
+            let got = seen
                 .wait_n(Matcher::sink_event(&sink, events::push_complete::NAME), 5)
                 .await
                 .unwrap();
@@ -154,17 +154,17 @@ async fn parallel_waiters_only_see_their_own_sink() {
 async fn wait_n_returns_exactly_n_in_order() {
     testing::init();
     let tag = unique("count");
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     for n in 0..5 {
         emit(&tag, n);
     }
-    let got = events
+    let got = seen
         .wait_n(Matcher::any().field("tag", tag.as_str()), 3)
         .await
         .unwrap();
     let ns: Vec<_> = got.iter().map(|e| e.u64("n").unwrap()).collect();
     assert_eq!(ns, [0, 1, 2]);
-    let rest = events
+    let rest = seen
         .wait_n(Matcher::any().field("tag", tag.as_str()), 2)
         .await
         .unwrap();
@@ -175,18 +175,18 @@ async fn wait_n_returns_exactly_n_in_order() {
 async fn a_sequence_must_arrive_in_order() {
     testing::init();
     let tag = unique("sequence");
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     emit(&tag, 1);
     emit(&tag, 2);
     let one = || Matcher::any().field("tag", tag.as_str()).field("n", 1);
     let two = || Matcher::any().field("tag", tag.as_str()).field("n", 2);
-    let err = events
+    let err = seen
         .wait_sequence([two(), one()])
         .timeout(SHORT)
         .await
         .unwrap_err();
     assert!(err.message().contains("matched 1 of 2"), "{err}");
-    let got = events.wait_sequence([one(), two()]).await.unwrap();
+    let got = seen.wait_sequence([one(), two()]).await.unwrap();
     assert_eq!(got.len(), 2);
 }
 
@@ -194,11 +194,11 @@ async fn a_sequence_must_arrive_in_order() {
 async fn a_checkpoint_skips_earlier_events() {
     testing::init();
     let tag = unique("checkpoint");
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     emit(&tag, 1);
-    let cp = events.checkpoint();
+    let cp = seen.checkpoint();
     emit(&tag, 2);
-    let ev = events
+    let ev = seen
         .wait(Matcher::any().field("tag", tag.as_str()))
         .after(cp)
         .await
@@ -210,10 +210,10 @@ async fn a_checkpoint_skips_earlier_events() {
 async fn fail_on_fails_fast_when_the_failure_comes_first() {
     testing::init();
     let sink = SinkId::new("failfast");
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     tracing::error!(name: "push_failed", target: "sinkwatch", sink = sink.as_str(), status = 400_u64);
     let started = std::time::Instant::now();
-    let err = events
+    let err = seen
         .wait(Matcher::sink_event(&sink, "push_complete"))
         .fail_on(Matcher::sink_event(&sink, "push_failed"))
         .await
@@ -232,15 +232,15 @@ async fn none_before_passes_and_fails_deterministically() {
     let tag = unique("none-before");
     let bad = || Matcher::any().field("tag", tag.as_str()).field("n", 666);
     let good = || Matcher::any().field("tag", tag.as_str()).field("n", 1);
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     emit(&tag, 1);
     emit(&tag, 666);
-    events.assert_none_before(bad(), good()).await.unwrap();
+    seen.assert_none_before(bad(), good()).await.unwrap();
 
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     emit(&tag, 666);
     emit(&tag, 1);
-    let err = events.assert_none_before(bad(), good()).await.unwrap_err();
+    let err = seen.assert_none_before(bad(), good()).await.unwrap_err();
     assert_eq!(err.kind(), WaitErrorKind::Forbidden);
 }
 
@@ -249,16 +249,15 @@ async fn none_within_passes_on_silence_and_fails_on_the_event() {
     testing::init();
     let tag = unique("none-within");
     let m = || Matcher::any().field("tag", tag.as_str());
-    let mut events = testing::watch();
-    events
-        .assert_none_within(m(), Duration::from_millis(50))
+    let mut seen = testing::watch();
+    seen.assert_none_within(m(), Duration::from_millis(50))
         .await
         .unwrap();
     std::thread::spawn({
         let tag = tag.clone();
         move || emit(&tag, 1)
     });
-    let err = events
+    let err = seen
         .assert_none_within(m(), Duration::from_secs(10))
         .await
         .unwrap_err();
@@ -270,10 +269,10 @@ async fn a_timeout_explains_what_was_awaited_and_what_was_seen() {
     testing::init();
     let sink = SinkId::new("explain");
     let other = SinkId::new("explain");
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     tracing::info!(name: "push_complete", target: "sinkwatch", sink = other.as_str(), entries = 3_u64);
     tracing::warn!(name: "push_retry", target: "sinkwatch", sink = sink.as_str(), status = 503_u64);
-    let err = events
+    let err = seen
         .wait(Matcher::sink_event(&sink, "push_complete"))
         .timeout(SHORT)
         .await
@@ -309,10 +308,10 @@ async fn a_timeout_explains_what_was_awaited_and_what_was_seen() {
 #[tokio::test]
 async fn a_timeout_with_no_events_gives_a_hint() {
     testing::init();
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     // Other tests in this process may emit concurrently, so match on an impossible value
-    // and check the hint with a wait that sees only its own (absent) events.
-    let err = events
+    // and check the hint with a wait that sees only its own (absent) seen.
+    let err = seen
         .wait(Matcher::event(unique("never-emitted")))
         .timeout(SHORT)
         .await
@@ -327,7 +326,7 @@ async fn a_timeout_with_no_events_gives_a_hint() {
 async fn a_paused_clock_cannot_time_out_a_wait_early() {
     testing::init();
     let tag = unique("paused");
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let t = tag.clone();
     std::thread::spawn(move || {
@@ -337,7 +336,7 @@ async fn a_paused_clock_cannot_time_out_a_wait_early() {
     tx.send(()).unwrap();
     // With tokio's clock paused, tokio::time::timeout would fire as soon as the runtime is
     // idle; the waiter's deadline is real time.
-    let ev = events
+    let ev = seen
         .wait(Matcher::any().field("tag", tag.as_str()))
         .timeout(Duration::from_secs(5))
         .await
@@ -349,7 +348,7 @@ async fn a_paused_clock_cannot_time_out_a_wait_early() {
 async fn matchers_check_level_target_and_predicates() {
     testing::init();
     let tag = unique("matchers");
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     tracing::debug!(target: "my_app::orders", tag = tag.as_str(), total = 12.5_f64, express = true, note = ?"quoted");
     let m = Matcher::target("my_app::orders")
         .level(tracing::Level::DEBUG)
@@ -357,7 +356,7 @@ async fn matchers_check_level_target_and_predicates() {
         .field("express", true)
         .field("note", "quoted")
         .field_where("total", |v| v.as_f64().is_some_and(|t| t > 10.0));
-    let err = events
+    let err = seen
         .wait(
             Matcher::target_prefix(Matcher::any(), "my_app")
                 .min_level(tracing::Level::WARN)
@@ -371,7 +370,7 @@ async fn matchers_check_level_target_and_predicates() {
             .contains("level: expected WARN or above, got DEBUG"),
         "{err}"
     );
-    let ev = events.wait(m).await.unwrap();
+    let ev = seen.wait(m).await.unwrap();
     assert_eq!(ev.target(), "my_app::orders");
 }
 
@@ -404,12 +403,195 @@ async fn eventually_succeeds_and_explains_failure() {
 async fn schema_events_carry_their_name_in_metadata_and_fields() {
     testing::init();
     let sink = SinkId::new("schema");
-    let mut events = testing::watch();
+    let mut seen = testing::watch();
     tracing::info!(name: "push_complete", target: "sinkwatch", event = "push_complete", sink = sink.as_str());
-    let ev = events
+    let ev = seen
         .wait(Matcher::sink_event(&sink, events::push_complete::NAME))
         .await
         .unwrap();
     assert_eq!(ev.name(), "push_complete");
     assert_eq!(ev.str(events::EVENT), Some("push_complete"));
+}
+
+#[tokio::test]
+async fn a_later_wait_examines_only_new_events_after_a_long_history() {
+    testing::init();
+    let tag = unique("long-history");
+    let mut seen = testing::watch();
+    for i in 0..200_000_u64 {
+        tracing::trace!(target: "history_noise", i);
+    }
+    emit(&tag, 1);
+    let m = || Matcher::any().field("tag", tag.as_str());
+    assert_eq!(seen.wait(m()).await.unwrap().u64("n"), Some(1));
+    assert!(seen.fetched() >= 200_001, "fetched {}", seen.fetched());
+    let (fetched, examined) = (seen.fetched(), seen.examined());
+
+    emit(&tag, 2);
+    assert_eq!(seen.wait(m()).await.unwrap().u64("n"), Some(2));
+    // Other tests in this process emit concurrently: a few hundred events, never 200,000.
+    let (new_fetched, new_examined) = (seen.fetched() - fetched, seen.examined() - examined);
+    assert!(
+        (1..10_000).contains(&new_fetched),
+        "the later wait fetched {new_fetched} events"
+    );
+    assert!(
+        (1..10_000).contains(&new_examined),
+        "the later wait examined {new_examined} events"
+    );
+    // The history is still there for diagnostics and for waits that need it.
+    let noise = Matcher::target("history_noise").field("i", 199_999_u64);
+    seen.wait(noise).timeout(SHORT).await.unwrap();
+}
+
+#[tokio::test]
+async fn earlier_unconsumed_events_stay_eligible_for_later_waits() {
+    testing::init();
+    let tag = unique("eligible");
+    let mut seen = testing::watch();
+    emit(&tag, 1);
+    emit(&tag, 2);
+    let n = |n: u64| Matcher::any().field("tag", tag.as_str()).field("n", n);
+    assert_eq!(seen.wait(n(2)).await.unwrap().u64("n"), Some(2));
+    // Captured before the match above, examined by that wait, not consumed: still found.
+    assert_eq!(seen.wait(n(1)).await.unwrap().u64("n"), Some(1));
+    let err = seen.wait(n(1)).timeout(SHORT).await.unwrap_err();
+    assert_eq!(err.kind(), WaitErrorKind::Timeout);
+}
+
+#[tokio::test]
+async fn a_timeout_lists_what_explains_it_before_dependency_noise() {
+    testing::init();
+    let sink = SinkId::new("noisy");
+    let other = SinkId::new("noisy");
+    let mut seen = testing::watch();
+    for i in 0..600_u64 {
+        tracing::trace!(target: "hyper_util::client::legacy::pool", i, "checkout");
+    }
+    tracing::info!(name: "push_complete", target: "sinkwatch", sink = other.as_str(), entries = 3_u64);
+    tracing::debug!(name: "batch_sent", target: "sinkwatch", sink = sink.as_str(), entries = 3_u64);
+    for i in 0..600_u64 {
+        tracing::trace!(target: "hyper_util::client::legacy::pool", i, "checkout");
+    }
+    for i in 0..34_u64 {
+        tracing::debug!(target: "h2::codec::framed_read", i, "received frame");
+    }
+    let err = seen
+        .wait(Matcher::sink_event(&sink, "push_complete"))
+        .timeout(SHORT)
+        .await
+        .unwrap_err();
+    let msg = err.message();
+    let at = |needle: &str| {
+        msg.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing from:\n{msg}"))
+    };
+    let near_miss = at(&format!("sink: expected \"{sink}\", got \"{other}\""));
+    let same_sink = at(&format!("batch_sent sink=\"{sink}\""));
+    let summary = at("events from other targets: ");
+    assert!(near_miss < summary && same_sink < summary, "{msg}");
+    assert!(msg.contains("hyper_util (1,200 TRACE)"), "{msg}");
+    assert!(msg.contains("h2 (34 DEBUG)"), "{msg}");
+    // The noise is counted, never listed line by line.
+    assert!(!msg.contains("hyper_util::client"), "{msg}");
+    assert!(!msg.contains("received frame"), "{msg}");
+}
+
+#[tokio::test]
+async fn logs_contain_sees_only_what_this_watcher_saw() {
+    testing::init();
+    let tag = unique("logs");
+    tracing::info!("{tag} before the watcher");
+    let seen = testing::watch();
+    tracing::warn!(target: "my_app::orders", order = tag.as_str(), "payment declined");
+    assert!(seen.logs_contain(&format!(
+        "WARN my_app::orders: payment declined order=\"{tag}\""
+    )));
+    assert!(!seen.logs_contain(&format!("{tag} before the watcher")));
+    seen.assert_logs_contain("payment declined");
+    let lines = seen.log_lines();
+    assert!(lines.iter().any(|l| l.contains(tag.as_str())), "{lines:?}");
+}
+
+#[tokio::test]
+async fn assert_logs_contain_panics_quoting_the_lines_seen() {
+    testing::init();
+    let tag = unique("logs-missing");
+    let seen = testing::watch();
+    tracing::info!(tag = tag.as_str(), "something else");
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        seen.assert_logs_contain(&format!("{tag} never logged"));
+    }))
+    .unwrap_err();
+    let message = panic.downcast_ref::<String>().expect("a formatted panic");
+    assert!(
+        message.contains("no log line since the watcher's start contains"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("something else tag=\"{tag}\"")),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn logs_assert_runs_the_check_over_the_lines() {
+    testing::init();
+    let tag = unique("logs-assert");
+    let seen = testing::watch();
+    for _ in 0..2 {
+        tracing::info!(batch = tag.as_str(), "retrying");
+    }
+    let needle = format!("retrying batch=\"{tag}\"");
+    let count = |lines: &[&str]| lines.iter().filter(|l| l.contains(&needle)).count();
+    seen.logs_assert(|lines| match count(lines) {
+        2 => Ok(()),
+        n => Err(format!("expected 2 retries, saw {n}")),
+    });
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        seen.logs_assert(|lines| match count(lines) {
+            3 => Ok(()),
+            n => Err(format!("expected 3 retries, saw {n}")),
+        });
+    }))
+    .unwrap_err();
+    let message = panic.downcast_ref::<String>().expect("a formatted panic");
+    assert!(message.contains("expected 3 retries, saw 2"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_logs_contain_awaits_logs_from_other_threads() {
+    testing::init();
+    let tag = unique("logs-wait");
+    let mut seen = testing::watch();
+    let t = tag.clone();
+    std::thread::spawn(move || tracing::info!(job = t.as_str(), "job finished"));
+    let ev = seen
+        .wait_logs_contain(format!("job finished job=\"{tag}\""))
+        .await
+        .unwrap();
+    assert_eq!(ev.str("job"), Some(tag.as_str()));
+    let err = seen
+        .wait_logs_contain(format!("{tag} never logged"))
+        .timeout(SHORT)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), WaitErrorKind::Timeout);
+    assert!(err.message().contains("log line containing"), "{err}");
+}
+
+#[tokio::test]
+async fn the_receiver_types_are_reachable_flatly_and_through_the_module() {
+    use sinkwatch::testing::{Fault, LokiReceiver, LokiReceiverBuilder};
+    // The flat and the module paths name the same items.
+    let builder: fn() -> LokiReceiverBuilder = testing::receiver::LokiReceiver::builder;
+    let _: fn(&LokiReceiver) -> Vec<testing::ReceivedEntry> =
+        testing::receiver::LokiReceiver::entries;
+    let _: fn(&testing::receiver::LokiReceiver) -> Vec<testing::ReceivedRequest> =
+        LokiReceiver::requests;
+    let _: fn(&LokiReceiver, &str) -> Vec<testing::ReceivedStream> = LokiReceiver::streams;
+    let receiver = builder().start().await.unwrap();
+    receiver.push_fault(Fault::status(503));
+    receiver.push_fault(testing::receiver::Fault::status(429));
+    assert_eq!(receiver.pending_faults(), 2);
 }

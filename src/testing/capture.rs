@@ -273,12 +273,38 @@ impl CapturedEvent {
     }
 }
 
+impl CapturedEvent {
+    /// The event as one log line, as `tracing-test` and `fmt` print it: level, target,
+    /// message, then the other fields (`INFO my_app::orders: order placed order_id=42`).
+    ///
+    /// This is the text [`Watcher::logs_contain`](super::Watcher::logs_contain) searches.
+    pub fn log_line(&self) -> String {
+        let mut line = format!("{} {}:", self.level, self.target);
+        if let Some(message) = self.field("message") {
+            let text = match message {
+                FieldValue::Str(s) | FieldValue::Debug(s) => s.as_str(),
+                _ => "",
+            };
+            line.push(' ');
+            line.push_str(text);
+        }
+        for (name, value) in self.fields.iter().filter(|(n, _)| *n != "message") {
+            use fmt::Write as _;
+            let _ = write!(line, " {name}={value}");
+        }
+        line
+    }
+}
+
 impl fmt::Display for CapturedEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
             "#{} {} {} {}",
-            self.seq, self.level, self.target, self.name
+            self.seq,
+            self.level,
+            self.target,
+            short_name(self.name)
         )?;
         for (name, value) in &self.fields {
             write!(f, " {name}={value}")?;
@@ -288,6 +314,22 @@ impl fmt::Display for CapturedEvent {
         }
         Ok(())
     }
+}
+
+/// An event's name without the registry path of a dependency's source file:
+/// `event /home/u/.cargo/registry/src/index.crates.io-6f17d22bba15001f/hyper-util-0.1.10/src/client/pool.rs:12`
+/// becomes `event hyper-util-0.1.10/src/client/pool.rs:12`.
+fn short_name(name: &str) -> std::borrow::Cow<'_, str> {
+    const REGISTRY: &str = "/registry/src/";
+    let Some(at) = name.find(REGISTRY) else {
+        return name.into();
+    };
+    let after_index = &name[at + REGISTRY.len()..];
+    let Some(slash) = after_index.find('/') else {
+        return name.into();
+    };
+    let prefix = name.split(' ').next().unwrap_or("");
+    format!("{prefix} {}", &after_index[slash + 1..]).into()
 }
 
 #[derive(Default)]
@@ -324,14 +366,20 @@ impl Visit for Fields {
 
 /// Events kept when no watcher needs older ones (for diagnostics only).
 const KEEP_IDLE: usize = 64;
-/// The most events kept for live watchers before the oldest are evicted.
-const MAX_RETAINED: usize = 1_000_000;
+/// The most events the hub keeps for watchers that have not fetched them yet, before the
+/// oldest are evicted (a watcher that needed them then fails its next wait with `Overflow`).
+pub(crate) const MAX_RETAINED: usize = 1_000_000;
 
+/// The hub's buffer: only what some live watcher has not fetched yet (plus a few idle ones).
+///
+/// Watchers copy the new tail out under the lock (cheap `Arc` clones) and match on their
+/// own copy, outside it: the lock is held only to append or to copy out, so an emitting
+/// thread never waits on a scan.
 pub(crate) struct HubState {
-    pub(crate) events: VecDeque<Arc<CapturedEvent>>,
+    events: VecDeque<Arc<CapturedEvent>>,
     /// Sequence number of `events[0]`.
-    pub(crate) base: u64,
-    /// Live watchers: id → the first sequence number they may need.
+    base: u64,
+    /// Live watchers: id -> their cursor, the first sequence number they have not fetched.
     watchers: BTreeMap<u64, u64>,
 }
 
@@ -341,7 +389,7 @@ impl HubState {
     }
 
     /// The retained events with sequence numbers `>= from`.
-    pub(crate) fn since(&self, from: u64) -> impl Iterator<Item = &Arc<CapturedEvent>> {
+    fn since(&self, from: u64) -> impl Iterator<Item = &Arc<CapturedEvent>> {
         let skip = usize::try_from(from.saturating_sub(self.base)).unwrap_or(usize::MAX);
         self.events.iter().skip(skip)
     }
@@ -357,6 +405,13 @@ impl HubState {
             self.base += 1;
         }
     }
+}
+
+/// Events a watcher fetched, oldest first.
+pub(crate) struct Fetched {
+    pub(crate) events: Vec<Arc<CapturedEvent>>,
+    /// Events this watcher had not fetched yet and the hub evicted (over `MAX_RETAINED`).
+    pub(crate) evicted: u64,
 }
 
 pub(crate) struct Hub {
@@ -381,13 +436,18 @@ pub(crate) fn hub() -> &'static Hub {
 }
 
 impl Hub {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, HubState> {
+    fn lock(&self) -> MutexGuard<'_, HubState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Number of capture layers attached to a subscriber so far.
     pub(crate) fn layers(&self) -> u64 {
         self.layers.load(Ordering::Acquire)
+    }
+
+    /// The sequence number the next captured event will get.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.lock().next_seq()
     }
 
     /// Registers a watcher needing every event from now on; returns its id and the
@@ -404,6 +464,25 @@ impl Hub {
         let mut state = self.lock();
         state.watchers.remove(&id);
         state.prune();
+    }
+
+    /// Copies out the events from `cursor` on and moves watcher `id`'s cursor past them,
+    /// so the hub can drop what every watcher has fetched. O(new events) under the lock.
+    pub(crate) fn fetch(&self, id: u64, cursor: u64) -> Fetched {
+        let mut state = self.lock();
+        let evicted = state.base.saturating_sub(cursor);
+        let events: Vec<_> = state.since(cursor).cloned().collect();
+        let next = state.next_seq();
+        if let Some(c) = state.watchers.get_mut(&id) {
+            *c = next;
+        }
+        state.prune();
+        Fetched { events, evicted }
+    }
+
+    /// Copies out the events from `cursor` on without moving any cursor.
+    pub(crate) fn peek(&self, cursor: u64) -> Vec<Arc<CapturedEvent>> {
+        self.lock().since(cursor).cloned().collect()
     }
 
     fn push(&self, mut event: CapturedEvent) {
@@ -474,6 +553,49 @@ mod tests {
         assert!(!FieldValue::from("3x").loosely_eq(&FieldValue::U64(3)));
         assert!(!FieldValue::I64(-1).loosely_eq(&FieldValue::U64(u64::MAX)));
         assert!(!FieldValue::Bool(true).loosely_eq(&FieldValue::U64(1)));
+    }
+
+    fn event(fields: Vec<(&'static str, FieldValue)>) -> CapturedEvent {
+        CapturedEvent {
+            seq: 0,
+            at: Instant::now(),
+            name: "event src/x.rs:1",
+            target: "my_app::orders",
+            level: Level::INFO,
+            thread: None,
+            fields,
+        }
+    }
+
+    #[test]
+    fn a_log_line_has_level_target_message_then_fields() {
+        let ev = event(vec![
+            ("message", FieldValue::Debug("order placed".into())),
+            ("order_id", FieldValue::U64(42)),
+            ("who", FieldValue::Str("ann".into())),
+        ]);
+        assert_eq!(
+            ev.log_line(),
+            "INFO my_app::orders: order placed order_id=42 who=\"ann\""
+        );
+    }
+
+    #[test]
+    fn a_log_line_without_a_message_lists_the_fields() {
+        assert_eq!(
+            event(vec![("step", FieldValue::U64(1))]).log_line(),
+            "INFO my_app::orders: step=1"
+        );
+    }
+
+    #[test]
+    fn registry_paths_are_shortened_in_names() {
+        assert_eq!(
+            short_name("event /home/u/.cargo/registry/src/index.crates.io-6f17/hyper-util-0.1.10/src/pool.rs:12"),
+            "event hyper-util-0.1.10/src/pool.rs:12"
+        );
+        assert_eq!(short_name("event src/x.rs:1"), "event src/x.rs:1");
+        assert_eq!(short_name("push_complete"), "push_complete");
     }
 
     #[test]

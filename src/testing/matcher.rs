@@ -50,6 +50,15 @@ pub struct Matcher {
     target_prefix: Option<String>,
     level: Option<LevelCheck>,
     fields: Vec<FieldCheck>,
+    line_contains: Vec<String>,
+}
+
+/// A key every event a matcher can match carries (see `seen.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IndexKey<'a> {
+    Name(&'a str),
+    Target(&'a str),
+    Field(&'a str),
 }
 
 impl Matcher {
@@ -157,6 +166,23 @@ impl Matcher {
         self
     }
 
+    /// Also requires the event's log line ([`CapturedEvent::log_line`]: level, target,
+    /// message and fields) to contain `text`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sinkwatch::testing::Matcher;
+    ///
+    /// let finished = Matcher::target("my_app").line_contains("job finished");
+    /// # let _ = finished;
+    /// ```
+    #[must_use]
+    pub fn line_contains(mut self, text: impl Into<String>) -> Self {
+        self.line_contains.push(text.into());
+        self
+    }
+
     /// True if `event` matches every requirement.
     pub fn matches(&self, event: &CapturedEvent) -> bool {
         self.mismatches(event).is_empty()
@@ -182,6 +208,52 @@ impl Matcher {
             + usize::from(self.target_prefix.is_some())
             + usize::from(self.level.is_some())
             + self.fields.len()
+            + self.line_contains.len()
+    }
+
+    /// Keys every event this matcher matches has: its exact name, its exact target, each
+    /// field it requires. Empty if it could match any event.
+    pub(crate) fn index_keys(&self) -> Vec<IndexKey<'_>> {
+        let mut keys = Vec::new();
+        if let Some(name) = &self.name {
+            keys.push(IndexKey::Name(name));
+        }
+        if let Some(target) = &self.target {
+            keys.push(IndexKey::Target(target));
+        }
+        for check in &self.fields {
+            keys.push(IndexKey::Field(check.name()));
+        }
+        keys
+    }
+
+    /// True if `event` is worth showing when a wait for this matcher fails: same name,
+    /// same sink, same target or crate, or a field the matcher requires (other than
+    /// `message`, which nearly every event has). `None` if the matcher gives no such basis.
+    pub(crate) fn related(&self, event: &CapturedEvent) -> Option<bool> {
+        let mut basis = false;
+        let mut related = false;
+        if let Some(name) = &self.name {
+            basis = true;
+            related |= name == event.name();
+        }
+        for target in [&self.target, &self.target_prefix].into_iter().flatten() {
+            basis = true;
+            related |= crate_of(target) == crate_of(event.target());
+        }
+        for check in &self.fields {
+            let name = check.name();
+            if name == "message" {
+                continue;
+            }
+            basis = true;
+            related |= match (check, event.field(name)) {
+                (FieldCheck::Eq(n, v), Some(actual)) if n == events::SINK => actual.loosely_eq(v),
+                (FieldCheck::Eq(n, _), None) if n == events::SINK => false,
+                (_, found) => found.is_some(),
+            };
+        }
+        basis.then_some(related)
     }
 
     /// Each requirement `event` fails, described ("sink: expected \"a\", got \"b\"").
@@ -226,14 +298,33 @@ impl Matcher {
                 out.push(m);
             }
         }
+        if !self.line_contains.is_empty() {
+            let line = event.log_line();
+            for text in &self.line_contains {
+                if !line.contains(text.as_str()) {
+                    out.push(format!("log line: does not contain {text:?}"));
+                }
+            }
+        }
         out
     }
 }
 
+/// The crate a target belongs to: its first path segment.
+pub(crate) fn crate_of(target: &str) -> &str {
+    target.split("::").next().unwrap_or(target)
+}
+
+impl FieldCheck {
+    fn name(&self) -> &str {
+        match self {
+            FieldCheck::Eq(n, _) | FieldCheck::Where(n, _, _) | FieldCheck::Present(n) => n,
+        }
+    }
+}
+
 fn field_mismatch(check: &FieldCheck, event: &CapturedEvent) -> Option<String> {
-    let name = match check {
-        FieldCheck::Eq(n, _) | FieldCheck::Where(n, _, _) | FieldCheck::Present(n) => n,
-    };
+    let name = check.name();
     let Some(actual) = event.field(name) else {
         return Some(format!("{name}: missing"));
     };
@@ -271,6 +362,9 @@ impl fmt::Display for Matcher {
                 FieldCheck::Where(n, d, _) => format!("{n} satisfying {d}"),
                 FieldCheck::Present(n) => format!("has {n}"),
             });
+        }
+        for text in &self.line_contains {
+            parts.push(format!("log line containing {text:?}"));
         }
         if parts.is_empty() {
             f.write_str("any event")

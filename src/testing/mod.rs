@@ -8,9 +8,9 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! testing::init(); // once per test process is enough; later calls do nothing
-//! let mut events = testing::watch(); // before the action
+//! let mut seen = testing::watch(); // before the action
 //! tokio::spawn(async { tracing::info!(job = "nightly", "job finished") });
-//! let done = events.wait(Matcher::any().field("job", "nightly")).await.unwrap();
+//! let done = seen.wait(Matcher::any().field("job", "nightly")).await.unwrap();
 //! assert_eq!(done.level(), tracing::Level::INFO);
 //! # }
 //! ```
@@ -29,8 +29,11 @@
 //! See `docs/testing.md` for the patterns, migration from `sleep`, and `tracing-test`.
 
 mod capture;
+mod explain;
 mod matcher;
 pub mod receiver;
+mod seen;
+mod wait;
 mod watcher;
 
 use std::sync::OnceLock;
@@ -40,9 +43,13 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 pub use capture::{CaptureLayer, CapturedEvent, FieldValue};
 pub use matcher::Matcher;
+pub use receiver::{
+    Fault, LokiReceiver, LokiReceiverBuilder, ReceivedEntry, ReceivedRequest, ReceivedStream,
+};
+pub use wait::Wait;
 pub use watcher::{
-    eventually, eventually_within, parse_timeout_multiplier, Checkpoint, Wait, WaitError,
-    WaitErrorKind, Watcher, DEFAULT_TIMEOUT, TIMEOUT_MULTIPLIER_VAR,
+    eventually, eventually_within, parse_timeout_multiplier, Checkpoint, WaitError, WaitErrorKind,
+    Watcher, DEFAULT_TIMEOUT, TIMEOUT_MULTIPLIER_VAR,
 };
 
 /// The capture layer, to compose into your own subscriber stack.
@@ -111,3 +118,8 @@ pub fn try_init() -> Result<(), String> {
         })
         .clone()
 }
+
+/// Compiles and runs every Rust block of `docs/testing.md` as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/testing.md")]
+struct TestingGuide;

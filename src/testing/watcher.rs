@@ -1,14 +1,13 @@
 //! Watchers: awaiting captured events, with timeouts that explain themselves.
 
-use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::capture::{hub, CapturedEvent, HubState};
+use super::capture::{hub, CapturedEvent};
 use super::matcher::Matcher;
+use super::seen::Seen;
+use super::wait::{overflow, Wait};
 use crate::deadline;
 
 /// The default timeout of a positive wait, before scaling.
@@ -17,10 +16,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The environment variable that scales every wait's timeout on slow machines.
 pub const TIMEOUT_MULTIPLIER_VAR: &str = "CI_TIMEOUT_MULTIPLIER";
 
-/// How many of the latest events a timeout message lists.
+/// How many of the latest log lines a failed log assertion quotes.
 const RECENT_SHOWN: usize = 40;
-/// How many near misses a timeout message lists.
-const NEAR_MISSES_SHOWN: usize = 5;
 
 /// Why a wait failed. Its `Display` (and `Debug`, so `unwrap()` prints it well) is the full
 /// explanation: what was awaited, the timeout and its scale, what was seen instead.
@@ -56,7 +53,7 @@ impl WaitError {
         &self.message
     }
 
-    fn new(kind: WaitErrorKind, message: String) -> Self {
+    pub(crate) fn new(kind: WaitErrorKind, message: String) -> Self {
         WaitError { kind, message }
     }
 }
@@ -87,7 +84,7 @@ impl fmt::Display for Scaled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         #[allow(clippy::float_cmp)] // exactly 1.0 when unset
         if self.factor == 1.0 {
-            write!(f, "{:?} ({TIMEOUT_MULTIPLIER_VAR} unset)", self.total)
+            write!(f, "{:?} ({TIMEOUT_MULTIPLIER_VAR} unset or 1)", self.total)
         } else {
             write!(
                 f,
@@ -98,12 +95,13 @@ impl fmt::Display for Scaled {
     }
 }
 
-/// Parses a `CI_TIMEOUT_MULTIPLIER` value: `None` (unset) is 1, otherwise a finite number
+/// Parses a `CI_TIMEOUT_MULTIPLIER` value: `None` (unset), empty or only whitespace is 1
+/// (CI templating often sets the variable to an empty string), otherwise a finite number
 /// greater than zero.
 ///
 /// # Errors
 ///
-/// A message naming the variable when the value is not a positive finite number.
+/// A message naming the variable when a non-empty value is not a positive finite number.
 ///
 /// # Examples
 ///
@@ -111,16 +109,20 @@ impl fmt::Display for Scaled {
 /// use sinkwatch::testing::parse_timeout_multiplier;
 ///
 /// assert_eq!(parse_timeout_multiplier(None), Ok(1.0));
-/// assert_eq!(parse_timeout_multiplier(Some("2.5")), Ok(2.5));
+/// assert_eq!(parse_timeout_multiplier(Some("")), Ok(1.0));
+/// assert_eq!(parse_timeout_multiplier(Some(" 2.5 ")), Ok(2.5));
 /// assert!(parse_timeout_multiplier(Some("fast")).is_err());
 /// ```
 pub fn parse_timeout_multiplier(value: Option<&str>) -> Result<f64, String> {
-    let Some(raw) = value else { return Ok(1.0) };
+    let raw = value.unwrap_or("");
+    if raw.trim().is_empty() {
+        return Ok(1.0);
+    }
     match raw.trim().parse::<f64>() {
         Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
         _ => Err(format!(
             "{TIMEOUT_MULTIPLIER_VAR}={raw:?} is not a positive number; set it to a factor \
-             such as 2 or 0.5, or unset it"
+             such as 2 or 0.5, or leave it empty or unset (a factor of 1)"
         )),
     }
 }
@@ -148,6 +150,13 @@ pub(crate) fn scale(base: Duration) -> Result<Scaled, WaitError> {
 /// scaled by `CI_TIMEOUT_MULTIPLIER`), measured in real time, so a paused tokio clock cannot
 /// fire it early.
 ///
+/// A watcher keeps its own copy of the events it has fetched (shared `Arc`s) and a cursor
+/// into the capture order: a wait copies only the events captured since the last fetch out
+/// of the process-wide buffer, and matches outside its lock, so emitting never waits on a
+/// wait. Earlier unconsumed events stay eligible, and are re-checked only when they could
+/// match: they have the name, target or a field the matcher requires (see `docs/testing.md`,
+/// "Cost and limits").
+///
 /// # Examples
 ///
 /// ```
@@ -155,9 +164,9 @@ pub(crate) fn scale(base: Duration) -> Result<Scaled, WaitError> {
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// testing::init();
-/// let mut events = testing::watch();
+/// let mut seen = testing::watch();
 /// std::thread::spawn(|| tracing::info!(order_id = 42, "order placed"));
-/// let event = events
+/// let event = seen
 ///     .wait(Matcher::any().field("order_id", 42))
 ///     .await
 ///     .unwrap();
@@ -165,16 +174,16 @@ pub(crate) fn scale(base: Duration) -> Result<Scaled, WaitError> {
 /// # }
 /// ```
 pub struct Watcher {
-    id: u64,
-    start: u64,
+    pub(crate) id: u64,
+    pub(crate) start: u64,
     created: Instant,
-    consumed: BTreeSet<u64>,
+    pub(crate) seen: Seen,
 }
 
 /// A point in the capture order; waits can be limited to events after it with
 /// [`Wait::after`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Checkpoint(u64);
+pub struct Checkpoint(pub(crate) u64);
 
 impl Watcher {
     pub(crate) fn new() -> Self {
@@ -183,13 +192,13 @@ impl Watcher {
             id,
             start,
             created: Instant::now(),
-            consumed: BTreeSet::new(),
+            seen: Seen::new(start),
         }
     }
 
     /// The current point in the capture order: events captured from now on are after it.
     pub fn checkpoint(&self) -> Checkpoint {
-        Checkpoint(hub().lock().next_seq())
+        Checkpoint(hub().next_seq())
     }
 
     /// Waits for the first not yet consumed event that matches.
@@ -218,6 +227,27 @@ impl Watcher {
         Wait::new(self, matchers, format!("the sequence {what}"), |v| v)
     }
 
+    /// Waits for an event whose [log line](CapturedEvent::log_line) contains `text`: the
+    /// awaiting form of [`logs_contain`](Self::logs_contain), for logs emitted by other
+    /// threads or tasks. Like every wait, it consumes what it matched and has a timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sinkwatch::testing;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// testing::init();
+    /// let mut seen = testing::watch();
+    /// std::thread::spawn(|| tracing::info!(job = "nightly-7", "job finished"));
+    /// let ev = seen.wait_logs_contain("job finished job=\"nightly-7\"").await.unwrap();
+    /// assert_eq!(ev.str("job"), Some("nightly-7"));
+    /// # }
+    /// ```
+    pub fn wait_logs_contain(&mut self, text: impl Into<String>) -> Wait<'_, CapturedEvent> {
+        self.wait(Matcher::any().line_contains(text))
+    }
+
     /// Waits for `until` and fails if an event matching `forbidden` arrives before it:
     /// the deterministic way to say "no X before Y has happened".
     pub async fn assert_none_before(
@@ -241,25 +271,29 @@ impl Watcher {
     ) -> Result<(), WaitError> {
         let deadline = deadline::until(Instant::now() + window);
         tokio::pin!(deadline);
-        let mut scan = self.start;
+        let mut next = self.start;
         loop {
             let notified = hub().notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
-                let state = hub().lock();
-                if let Some(ev) = state
-                    .since(scan)
-                    .find(|e| !self.consumed.contains(&e.seq()) && forbidden.matches(e))
-                {
+            self.seen.refresh(self.id);
+            if next < self.seen.base() {
+                return Err(overflow(
+                    &format!("no event matching {forbidden}"),
+                    self.seen.base(),
+                ));
+            }
+            for seq in self.seen.candidates([&forbidden], next) {
+                let ev = self.seen.get(seq);
+                if forbidden.matches(ev) {
                     let message = format!(
                         "expected no event matching: {forbidden}\nwithin {window:?}, but got:\n  {}",
                         self.line(ev)
                     );
                     return Err(WaitError::new(WaitErrorKind::Forbidden, message));
                 }
-                scan = state.next_seq();
             }
+            next = self.seen.cursor();
             tokio::select! {
                 () = &mut notified => {}
                 () = &mut deadline => return Ok(()),
@@ -269,17 +303,128 @@ impl Watcher {
 
     /// Every captured event since this watcher was created (consumed or not), oldest first.
     pub fn history(&self) -> Vec<CapturedEvent> {
-        hub()
-            .lock()
-            .since(self.start)
+        self.events()
+            .iter()
             .map(|e| CapturedEvent::clone(e))
             .collect()
     }
 
-    fn line(&self, ev: &CapturedEvent) -> String {
+    /// Every event since this watcher was created, each as one
+    /// [log line](CapturedEvent::log_line) (`INFO my_app: order placed order_id=42`).
+    ///
+    /// Scope: the events *this watcher* has seen, from every thread of the test process.
+    /// Tests running in parallel in one binary see each other's events, so assert on text
+    /// your test alone logs (a unique id, a sink's id).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.events().iter().map(|e| e.log_line()).collect()
+    }
+
+    /// True if an event logged since this watcher was created has `text` in its log line:
+    /// `tracing-test`'s `logs_contain`, scoped to this watcher. Does not wait; for logs
+    /// another thread may not have emitted yet, await
+    /// [`wait_logs_contain`](Self::wait_logs_contain).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sinkwatch::testing;
+    ///
+    /// testing::init();
+    /// let seen = testing::watch();
+    /// tracing::warn!(order_id = 42, "payment declined");
+    /// assert!(seen.logs_contain("WARN"));
+    /// assert!(seen.logs_contain("payment declined order_id=42"));
+    /// assert!(!seen.logs_contain("payment accepted"));
+    /// ```
+    pub fn logs_contain(&self, text: &str) -> bool {
+        self.events().iter().any(|e| e.log_line().contains(text))
+    }
+
+    /// Asserts [`logs_contain`](Self::logs_contain).
+    ///
+    /// # Panics
+    ///
+    /// If no log line contains `text`; the message quotes the latest lines.
+    #[track_caller]
+    pub fn assert_logs_contain(&self, text: &str) {
+        let lines = self.log_lines();
+        assert!(
+            lines.iter().any(|l| l.contains(text)),
+            "{}",
+            missing_text(text, &lines)
+        );
+    }
+
+    /// Runs `check` over the [log lines](Self::log_lines) seen so far and panics with its
+    /// message if it returns `Err`: `tracing-test`'s `logs_assert`, scoped to this watcher.
+    ///
+    /// # Panics
+    ///
+    /// If `check` returns `Err`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sinkwatch::testing;
+    ///
+    /// testing::init();
+    /// let seen = testing::watch();
+    /// tracing::info!(batch = "b-19", "retrying");
+    /// tracing::info!(batch = "b-19", "retrying");
+    /// seen.logs_assert(|lines| {
+    ///     match lines.iter().filter(|l| l.contains("retrying batch=\"b-19\"")).count() {
+    ///         2 => Ok(()),
+    ///         n => Err(format!("expected 2 retries, saw {n}")),
+    ///     }
+    /// });
+    /// ```
+    #[track_caller]
+    pub fn logs_assert(&self, check: impl FnOnce(&[&str]) -> Result<(), String>) {
+        let lines = self.log_lines();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        if let Err(message) = check(&refs) {
+            panic!("logs_assert failed: {message}");
+        }
+    }
+
+    /// How many events this watcher's waits have evaluated against their matchers.
+    #[doc(hidden)]
+    pub fn examined(&self) -> u64 {
+        self.seen.examined
+    }
+
+    /// How many events this watcher has copied out of the capture buffer.
+    #[doc(hidden)]
+    pub fn fetched(&self) -> u64 {
+        self.seen.fetched
+    }
+
+    /// The events since the start: those fetched, then those not fetched yet.
+    fn events(&self) -> Vec<Arc<CapturedEvent>> {
+        let mut out: Vec<_> = self.seen.since(self.start).cloned().collect();
+        out.extend(hub().peek(self.seen.cursor()));
+        out
+    }
+
+    pub(crate) fn line(&self, ev: &CapturedEvent) -> String {
         let at = ev.captured_at().saturating_duration_since(self.created);
         format!("+{:>9.3}ms {ev}", at.as_secs_f64() * 1000.0)
     }
+}
+
+fn missing_text(text: &str, lines: &[String]) -> String {
+    let mut msg = format!(
+        "no log line since the watcher's start contains {text:?}; {} line(s) seen",
+        lines.len()
+    );
+    let skip = lines.len().saturating_sub(RECENT_SHOWN);
+    if skip < lines.len() {
+        let _ = write!(msg, ", the last {}:", lines.len() - skip);
+    }
+    for line in &lines[skip..] {
+        let _ = write!(msg, "\n  {line}");
+    }
+    msg
 }
 
 impl Drop for Watcher {
@@ -292,273 +437,9 @@ impl fmt::Debug for Watcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Watcher")
             .field("start", &self.start)
-            .field("consumed", &self.consumed.len())
+            .field("cursor", &self.seen.cursor())
+            .field("consumed", &self.seen.consumed.len())
             .finish_non_exhaustive()
-    }
-}
-
-/// A pending wait; configure it, then `.await` it.
-///
-/// Resolves to the matched event(s), or a [`WaitError`] that explains itself.
-///
-/// # Cancel safety
-///
-/// Cancel-safe: events are consumed only when the wait succeeds.
-#[must_use = "a wait does nothing until awaited"]
-pub struct Wait<'w, T> {
-    watcher: &'w mut Watcher,
-    steps: Vec<Matcher>,
-    what: String,
-    fail_on: Vec<Matcher>,
-    forbid: Vec<Matcher>,
-    timeout: Duration,
-    after: Option<Checkpoint>,
-    finish: fn(Vec<CapturedEvent>) -> T,
-}
-
-impl<'w, T: Send + 'w> Wait<'w, T> {
-    fn new(
-        watcher: &'w mut Watcher,
-        steps: Vec<Matcher>,
-        what: String,
-        finish: fn(Vec<CapturedEvent>) -> T,
-    ) -> Self {
-        Wait {
-            watcher,
-            steps,
-            what,
-            fail_on: Vec::new(),
-            forbid: Vec::new(),
-            timeout: DEFAULT_TIMEOUT,
-            after: None,
-            finish,
-        }
-    }
-
-    /// Sets the timeout (before scaling by `CI_TIMEOUT_MULTIPLIER`). By default, 5 s.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Fails at once if an event matching `failure` arrives before the wait is satisfied
-    /// (for example `push_failed` for the same sink while awaiting `push_complete`).
-    pub fn fail_on(mut self, failure: Matcher) -> Self {
-        self.fail_on.push(failure);
-        self
-    }
-
-    /// Only considers events captured after `checkpoint`.
-    pub fn after(mut self, checkpoint: Checkpoint) -> Self {
-        self.after = Some(checkpoint);
-        self
-    }
-
-    async fn run(self) -> Result<T, WaitError> {
-        let scaled = scale(self.timeout)?;
-        let deadline = deadline::until(Instant::now() + scaled.total);
-        tokio::pin!(deadline);
-        let from = self
-            .after
-            .map_or(self.watcher.start, |c| c.0.max(self.watcher.start));
-        let mut progress = Progress::default();
-        let mut scan = from;
-        loop {
-            let notified = hub().notify.notified();
-            tokio::pin!(notified);
-            // Register for wakes before scanning, so an event captured between the scan
-            // and the await still wakes us.
-            notified.as_mut().enable();
-            {
-                let state = hub().lock();
-                if state.base > scan {
-                    return Err(self.overflow(&state));
-                }
-                for ev in state.since(scan) {
-                    if let Some(err) = self.feed(&mut progress, ev) {
-                        return Err(err);
-                    }
-                    if progress.matched.len() == self.steps.len() {
-                        return Ok(self.succeed(&progress));
-                    }
-                }
-                scan = state.next_seq();
-            }
-            tokio::select! {
-                () = &mut notified => {}
-                () = &mut deadline => return Err(self.timed_out(&progress, from, scaled)),
-            }
-        }
-    }
-
-    fn feed(&self, progress: &mut Progress, ev: &Arc<CapturedEvent>) -> Option<WaitError> {
-        if self.watcher.consumed.contains(&ev.seq()) {
-            return None;
-        }
-        if self.steps[progress.matched.len()].matches(ev) {
-            progress.matched.push(ev.clone());
-            return None;
-        }
-        if let Some(m) = self.forbid.iter().find(|m| m.matches(ev)) {
-            let message = format!(
-                "expected no event matching: {m}\nbefore: {}\nbut got:\n  {}",
-                self.what,
-                self.watcher.line(ev)
-            );
-            return Some(WaitError::new(WaitErrorKind::Forbidden, message));
-        }
-        if let Some(m) = self.fail_on.iter().find(|m| m.matches(ev)) {
-            let message = format!(
-                "waited for: {}\nbut a failure event arrived first (fail_on: {m}):\n  {}",
-                self.what,
-                self.watcher.line(ev)
-            );
-            return Some(WaitError::new(WaitErrorKind::FailEvent, message));
-        }
-        None
-    }
-
-    fn succeed(self, progress: &Progress) -> T {
-        let events: Vec<CapturedEvent> = progress
-            .matched
-            .iter()
-            .map(|e| {
-                self.watcher.consumed.insert(e.seq());
-                CapturedEvent::clone(e)
-            })
-            .collect();
-        (self.finish)(events)
-    }
-
-    fn overflow(&self, state: &HubState) -> WaitError {
-        WaitError::new(
-            WaitErrorKind::Overflow,
-            format!(
-                "waited for: {}\nbut the capture buffer evicted events this watcher needed \
-                 (oldest kept: #{}). Create the watcher closer to the action, or capture less \
-                 (a per-layer filter on testing::layer()).",
-                self.what, state.base
-            ),
-        )
-    }
-
-    fn timed_out(&self, progress: &Progress, from: u64, scaled: Scaled) -> WaitError {
-        let state = hub().lock();
-        let seen: Vec<&Arc<CapturedEvent>> = state.since(from).collect();
-        let mut msg = format!("timed out after {scaled} waiting for: {}\n", self.what);
-        if self.steps.len() > 1 {
-            let _ = writeln!(
-                msg,
-                "matched {} of {} so far; next needed: {}",
-                progress.matched.len(),
-                self.steps.len(),
-                self.steps[progress.matched.len()]
-            );
-        }
-        let _ = writeln!(
-            msg,
-            "events captured since the watcher's start: {}",
-            seen.len()
-        );
-        if seen.is_empty() {
-            msg += &no_events_hint();
-        } else {
-            let skip = seen.len().saturating_sub(RECENT_SHOWN);
-            let _ = writeln!(msg, "the last {}:", seen.len() - skip);
-            for ev in &seen[skip..] {
-                let _ = writeln!(msg, "  {}", self.watcher.line(ev));
-            }
-        }
-        let target = &self.steps[progress.matched.len()];
-        msg += &self.near_misses(target, &seen);
-        msg += &self.sink_failures(target, &seen);
-        WaitError::new(WaitErrorKind::Timeout, msg)
-    }
-
-    fn near_misses(&self, target: &Matcher, seen: &[&Arc<CapturedEvent>]) -> String {
-        let needed = target.requirements();
-        let mut misses: Vec<(&Arc<CapturedEvent>, Vec<String>)> = seen
-            .iter()
-            .filter(|e| !self.watcher.consumed.contains(&e.seq()))
-            .map(|e| (*e, target.mismatches(e)))
-            .filter(|(e, m)| {
-                !m.is_empty() && (target.same_name(e) || (needed > 1 && m.len() * 2 <= needed))
-            })
-            .collect();
-        let consumed_matches = seen
-            .iter()
-            .filter(|e| self.watcher.consumed.contains(&e.seq()) && target.matches(e))
-            .count();
-        let mut out = String::new();
-        if consumed_matches > 0 {
-            let _ = writeln!(
-                out,
-                "{consumed_matches} matching event(s) were already consumed by earlier waits"
-            );
-        }
-        if misses.is_empty() {
-            return out;
-        }
-        let skip = misses.len().saturating_sub(NEAR_MISSES_SHOWN);
-        let _ = writeln!(out, "near misses ({} in all, latest shown):", misses.len());
-        for (ev, diffs) in misses.drain(skip..) {
-            let _ = writeln!(
-                out,
-                "  {}\n      differs: {}",
-                self.watcher.line(ev),
-                diffs.join("; ")
-            );
-        }
-        out
-    }
-
-    fn sink_failures(&self, target: &Matcher, seen: &[&Arc<CapturedEvent>]) -> String {
-        let Some(sink) = target.sink_id() else {
-            return String::new();
-        };
-        let failures: Vec<_> = seen
-            .iter()
-            .filter(|e| {
-                e.field(crate::events::SINK)
-                    .is_some_and(|s| s.loosely_eq(sink))
-                    && e.level() <= tracing::Level::WARN
-            })
-            .collect();
-        if failures.is_empty() {
-            return format!("no warning or failure event from sink {sink}\n");
-        }
-        let mut out = format!("warnings and failures from sink {sink}:\n");
-        for ev in failures.iter().rev().take(NEAR_MISSES_SHOWN).rev() {
-            let _ = writeln!(out, "  {}", self.watcher.line(ev));
-        }
-        out
-    }
-}
-
-fn no_events_hint() -> String {
-    if hub().layers() == 0 {
-        "hint: the capture layer is not installed: call sinkwatch::testing::init() at the start \
-         of the test, or add sinkwatch::testing::layer() to your subscriber\n"
-            .to_owned()
-    } else {
-        "hint: no event at all arrived since the watcher was created: was the watcher created \
-         after the action? Is a filter in front of the capture layer dropping events, or is \
-         another (thread-local) subscriber set as the default on the emitting thread?\n"
-            .to_owned()
-    }
-}
-
-#[derive(Default)]
-struct Progress {
-    matched: Vec<Arc<CapturedEvent>>,
-}
-
-impl<'w, T: Send + 'w> IntoFuture for Wait<'w, T> {
-    type Output = Result<T, WaitError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Result<T, WaitError>> + Send + 'w>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run())
     }
 }
 
@@ -632,6 +513,33 @@ pub async fn eventually_within<T>(
                 );
                 return Err(WaitError::new(WaitErrorKind::Timeout, message));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_empty_and_blank_multipliers_are_one() {
+        for value in [None, Some(""), Some("   "), Some("\t\n")] {
+            assert_eq!(parse_timeout_multiplier(value), Ok(1.0), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_trimmed_and_parsed() {
+        assert_eq!(parse_timeout_multiplier(Some("2")), Ok(2.0));
+        assert_eq!(parse_timeout_multiplier(Some(" 0.5\n")), Ok(0.5));
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        for bad in ["abc", "0", "-2", "NaN", "inf", "1,5"] {
+            let err = parse_timeout_multiplier(Some(bad)).unwrap_err();
+            assert!(err.contains(TIMEOUT_MULTIPLIER_VAR), "{err}");
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
         }
     }
 }

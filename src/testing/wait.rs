@@ -1,0 +1,189 @@
+//! A pending wait: what it is for, how it is configured, and the matching loop.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::capture::{hub, CapturedEvent};
+use super::explain;
+use super::matcher::Matcher;
+use super::watcher::{scale, Checkpoint, WaitError, WaitErrorKind, Watcher, DEFAULT_TIMEOUT};
+use crate::deadline;
+
+/// A pending wait; configure it, then `.await` it.
+///
+/// Resolves to the matched event(s), or a [`WaitError`] that explains itself.
+///
+/// # Cancel safety
+///
+/// Cancel-safe: events are consumed only when the wait succeeds.
+#[must_use = "a wait does nothing until awaited"]
+pub struct Wait<'w, T> {
+    watcher: &'w mut Watcher,
+    steps: Vec<Matcher>,
+    what: String,
+    fail_on: Vec<Matcher>,
+    pub(crate) forbid: Vec<Matcher>,
+    timeout: Duration,
+    after: Option<Checkpoint>,
+    finish: fn(Vec<CapturedEvent>) -> T,
+}
+
+/// How far a wait got: the events matched so far and the next sequence number to examine.
+pub(crate) struct Progress {
+    pub(crate) matched: Vec<Arc<CapturedEvent>>,
+    next: u64,
+}
+
+impl<'w, T: Send + 'w> Wait<'w, T> {
+    pub(crate) fn new(
+        watcher: &'w mut Watcher,
+        steps: Vec<Matcher>,
+        what: String,
+        finish: fn(Vec<CapturedEvent>) -> T,
+    ) -> Self {
+        Wait {
+            watcher,
+            steps,
+            what,
+            fail_on: Vec::new(),
+            forbid: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            after: None,
+            finish,
+        }
+    }
+
+    /// Sets the timeout (before scaling by `CI_TIMEOUT_MULTIPLIER`). By default, 5 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Fails at once if an event matching `failure` arrives before the wait is satisfied
+    /// (for example `push_failed` for the same sink while awaiting `push_complete`).
+    pub fn fail_on(mut self, failure: Matcher) -> Self {
+        self.fail_on.push(failure);
+        self
+    }
+
+    /// Only considers events captured after `checkpoint`.
+    pub fn after(mut self, checkpoint: Checkpoint) -> Self {
+        self.after = Some(checkpoint);
+        self
+    }
+
+    async fn run(mut self) -> Result<T, WaitError> {
+        let scaled = scale(self.timeout)?;
+        let deadline = deadline::until(Instant::now() + scaled.total);
+        tokio::pin!(deadline);
+        let from = self
+            .after
+            .map_or(self.watcher.start, |c| c.0.max(self.watcher.start));
+        let mut progress = Progress {
+            matched: Vec::new(),
+            next: from,
+        };
+        loop {
+            let notified = hub().notify.notified();
+            tokio::pin!(notified);
+            // Register for wakes before fetching, so an event captured between the fetch
+            // and the await still wakes us.
+            notified.as_mut().enable();
+            if let Some(result) = self.examine_new(&mut progress) {
+                return result.map(|()| self.succeed(&progress));
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = &mut deadline => {
+                    self.watcher.seen.refresh(self.watcher.id);
+                    let message = explain::timed_out(
+                        self.watcher, &self.what, &self.steps, &progress.matched, from, scaled,
+                    );
+                    return Err(WaitError::new(WaitErrorKind::Timeout, message));
+                }
+            }
+        }
+    }
+
+    /// Fetches what was captured since the last fetch and examines the events that could
+    /// match: `Some(Ok)` when every step matched, `Some(Err)` on a failure, `None` to go on.
+    fn examine_new(&mut self, progress: &mut Progress) -> Option<Result<(), WaitError>> {
+        let seen = &mut self.watcher.seen;
+        seen.refresh(self.watcher.id);
+        if progress.next < seen.base() {
+            return Some(Err(overflow(&self.what, seen.base())));
+        }
+        let matchers = self.steps.iter().chain(&self.fail_on).chain(&self.forbid);
+        let candidates = seen.candidates(matchers, progress.next);
+        progress.next = seen.cursor();
+        for seq in candidates {
+            let ev = self.watcher.seen.get(seq).clone();
+            if let Some(err) = self.feed(progress, &ev) {
+                return Some(Err(err));
+            }
+            if progress.matched.len() == self.steps.len() {
+                return Some(Ok(()));
+            }
+        }
+        None
+    }
+
+    fn feed(&self, progress: &mut Progress, ev: &Arc<CapturedEvent>) -> Option<WaitError> {
+        if self.steps[progress.matched.len()].matches(ev) {
+            progress.matched.push(ev.clone());
+            return None;
+        }
+        if let Some(m) = self.forbid.iter().find(|m| m.matches(ev)) {
+            let message = format!(
+                "expected no event matching: {m}\nbefore: {}\nbut got:\n  {}",
+                self.what,
+                self.watcher.line(ev)
+            );
+            return Some(WaitError::new(WaitErrorKind::Forbidden, message));
+        }
+        if let Some(m) = self.fail_on.iter().find(|m| m.matches(ev)) {
+            let message = format!(
+                "waited for: {}\nbut a failure event arrived first (fail_on: {m}):\n  {}",
+                self.what,
+                self.watcher.line(ev)
+            );
+            return Some(WaitError::new(WaitErrorKind::FailEvent, message));
+        }
+        None
+    }
+
+    fn succeed(self, progress: &Progress) -> T {
+        let events: Vec<CapturedEvent> = progress
+            .matched
+            .iter()
+            .map(|e| {
+                self.watcher.seen.consumed.insert(e.seq());
+                CapturedEvent::clone(e)
+            })
+            .collect();
+        (self.finish)(events)
+    }
+}
+
+/// The error of a wait whose events were evicted before it examined them.
+pub(crate) fn overflow(what: &str, oldest_kept: u64) -> WaitError {
+    WaitError::new(
+        WaitErrorKind::Overflow,
+        format!(
+            "waited for: {what}\nbut the capture buffer evicted events this watcher needed \
+             (oldest kept: #{oldest_kept}). Create the watcher closer to the action, or capture \
+             less (a per-layer filter on testing::layer())."
+        ),
+    )
+}
+
+impl<'w, T: Send + 'w> IntoFuture for Wait<'w, T> {
+    type Output = Result<T, WaitError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<T, WaitError>> + Send + 'w>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
