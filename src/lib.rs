@@ -106,6 +106,9 @@ pub use worker::{OverflowPolicy, ShutdownReport, SinkStats};
 /// Every Rust code block in them is compiled and run as a doc test, so none can rot. The
 /// doc tests always see every feature: the crate's self dev-dependency turns on `testing`,
 /// `file` and `loki` whenever tests are built. A guide is gated on the feature it is about.
+// The guides are prose read on GitHub too: names such as LogQL or VmHWM are words there,
+// not code to put in backticks.
+#[allow(clippy::doc_markdown)]
 pub mod guide {
     #[cfg(feature = "testing")]
     #[doc = include_str!("../docs/testing.md")]
