@@ -8,6 +8,7 @@
 //! retention of 3 rotated files, then rotates by hand and shuts down. Each rotation,
 //! compression, retention pass, flush and the final totals appear as `sinkwatch` events.
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use sinkwatch::sink::file::{Compression, FileSink};
@@ -21,6 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new("sinkwatch=debug"))
         .with_thread_names(true)
+        .with_ansi(colour())
         .init();
 
     let dir = tempfile::tempdir()?;
@@ -56,4 +58,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  {name:<45} {len:>8} bytes");
     }
     Ok(())
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to a non-empty value
+/// (<https://no-color.org>).
+fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -5,12 +5,14 @@
 //! LOKI_URL=http://localhost:3100 LOKI_TENANT=team-a cargo run --example loki --features testing
 //! ```
 //!
-//! Pushes to `LOKI_URL` (with `X-Scope-OrgID: $LOKI_TENANT` when set) or, without it, to an
-//! embedded Loki-compatible receiver. The application's own `tracing` events go to the sink
-//! through `SinkLayer`; a `fmt` layer filtered to target `sinkwatch` prints what the sink did:
-//! `push_complete`, `push_retry` (the embedded receiver answers one 503 with `Retry-After`),
-//! `flush_complete` and the final `sink_closed` totals.
+//! Pushes to `LOKI_URL` (with `X-Scope-OrgID: $LOKI_TENANT` when set) or, when it is unset or
+//! empty, to an embedded Loki-compatible receiver. The application's own `tracing` events go
+//! to the sink through `SinkLayer`; a `fmt` layer filtered to target `sinkwatch` prints what
+//! the sink did: `push_complete`, `push_retry` (the embedded receiver answers one 503 with
+//! `Retry-After`), `flush_complete` and the final `sink_closed` totals. Colour only on a
+//! terminal, and not with `NO_COLOR` set.
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use sinkwatch::sink::loki::LokiSink;
@@ -23,7 +25,7 @@ use tracing_subscriber::Layer as _;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (url, receiver) = if let Ok(url) = std::env::var("LOKI_URL") {
+    let (url, receiver) = if let Some(url) = env_value("LOKI_URL") {
         (url, None)
     } else {
         let receiver = LokiReceiver::start().await?;
@@ -37,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .metadata_from_field("order_id")
         .batch_wait(Duration::from_millis(200))
         .min_backoff(Duration::from_millis(200));
-    if let Ok(tenant) = std::env::var("LOKI_TENANT") {
+    if let Some(tenant) = env_value("LOKI_TENANT") {
         builder = builder.tenant(tenant);
     }
     let sink = builder.build()?;
@@ -46,6 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_thread_names(true)
+                .with_ansi(colour())
                 .with_filter(Targets::new().with_target("sinkwatch", tracing::Level::DEBUG)),
         )
         .with(
@@ -68,4 +71,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// An environment variable's value; unset, empty and blank all mean `None` (CI templating
+/// and `.env` files often produce `LOKI_URL=`).
+fn env_value(name: &str) -> Option<String> {
+    let value = std::env::var(name).ok()?;
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to a non-empty value
+/// (<https://no-color.org>).
+fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

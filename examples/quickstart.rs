@@ -6,11 +6,13 @@
 //! LOKI_URL=http://localhost:3100 LOKI_TENANT=team-a cargo run --all-features --example quickstart
 //! ```
 //!
-//! Without `LOKI_URL` it pushes to an embedded Loki-compatible receiver, so it needs no
+//! Without `LOKI_URL` (or with it empty) it pushes to an embedded Loki-compatible receiver, so it needs no
 //! server. The file sink rotates at 32 KiB, gzips rotated files in the background and keeps
 //! the 5 newest, so rotation, compression and retention all visibly happen. It ends with a
-//! summary: records emitted, written, pushed, rotated files, dropped (0 expected).
+//! summary: records emitted, written, pushed, rotated files, dropped (0 expected). Colour
+//! only on a terminal, and not with `NO_COLOR` set.
 
+use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use sinkwatch::sink::file::Compression;
@@ -28,13 +30,13 @@ const SERVICE: &str = "quickstart::service";
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (url, receiver) = if let Ok(url) = std::env::var("LOKI_URL") {
+    let (url, receiver) = if let Some(url) = env_value("LOKI_URL") {
         (url, None)
     } else {
         let receiver = LokiReceiver::start().await?;
         (receiver.url(), Some(receiver))
     };
-    let tenant = std::env::var("LOKI_TENANT").ok();
+    let tenant = env_value("LOKI_TENANT");
 
     let file = FileSink::builder("logs")
         .file_name("quickstart", "log")
@@ -65,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with(
             tracing_subscriber::fmt::layer()
                 .compact()
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                .with_ansi(colour())
                 .with_filter(sink_events)
                 .with_filter(LevelFilter::INFO),
         )
@@ -131,6 +133,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         file_stats.dropped + loki_stats.dropped
     );
     Ok(())
+}
+
+/// An environment variable's value; unset, empty and blank all mean `None` (CI templating
+/// and `.env` files often produce `LOKI_URL=`).
+fn env_value(name: &str) -> Option<String> {
+    let value = std::env::var(name).ok()?;
+    let value = value.trim();
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to a non-empty value
+/// (<https://no-color.org>).
+fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// A few concurrent "request handlers" logging at several levels.

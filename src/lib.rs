@@ -43,7 +43,20 @@
 //! Each runs a worker on its own thread behind a bounded queue: callers never wait on I/O,
 //! and every record accepted is delivered or reported dropped (`records_dropped`, with a
 //! reason), so `accepted == delivered + dropped` ([`SinkStats`]) at every quiescent point.
-//! `docs/design.md` describes the data flow, `docs/operations.md` every setting.
+//! [The design guide](guide::design) describes the data flow, [the operations
+//! guide](guide::operations) every setting.
+//!
+//! # Guides
+//!
+//! Long-form documentation lives in [`guide`], one module per topic; every code example in
+//! it is compiled and run as a doc test:
+//!
+//! - [`guide::testing`] (feature `testing`): awaiting events in tests, without sleeps.
+//! - [`guide::receiver`] (feature `testing`): the Loki-compatible receiver.
+//! - [`guide::file_sink`] (feature `file`) and [`guide::loki_sink`] (feature `loki`).
+//! - [`guide::operations`]: every setting, failure modes, dashboards.
+//! - [`guide::migrating`] (all three features): from tracing-appender, tracing-loki and tracing-test.
+//! - [`guide::design`] and [`guide::events`] (the event catalogue).
 //!
 //! # Feature flags
 //!
@@ -55,6 +68,9 @@
 //!
 //! The minimum supported Rust version is 1.82.
 
+// Feature badges on docs.rs (nightly rustdoc; `doc_auto_cfg` became part of `doc_cfg` in
+// 2025). Behind `cfg(docsrs)` so stable builds never see the unstable feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // Builds with only some features leave parts of the shared plumbing unused; the
 // all-features build (the one CI lints) still reports dead code.
 #![cfg_attr(
@@ -85,6 +101,45 @@ pub use sink::file::{FileSink, FileSinkBuilder};
 pub use sink::loki::{LokiSink, LokiSinkBuilder};
 pub use sink::Sink;
 pub use worker::{OverflowPolicy, ShutdownReport, SinkStats};
+
+/// Guides: the long-form documentation from `docs/`, readable in rustdoc.
+///
+/// Every Rust code block in them is compiled and run as a doc test, so none can rot. The
+/// doc tests always see every feature: the crate's self dev-dependency turns on `testing`,
+/// `file` and `loki` whenever tests are built. A guide is gated on the feature it is about.
+// The guides are prose read on GitHub too: names such as LogQL or VmHWM are words there,
+// not code to put in backticks.
+#[allow(clippy::doc_markdown)]
+pub mod guide {
+    #[cfg(feature = "testing")]
+    #[doc = include_str!("../docs/testing.md")]
+    pub mod testing {}
+
+    #[cfg(feature = "testing")]
+    #[doc = include_str!("../docs/receiver.md")]
+    pub mod receiver {}
+
+    #[cfg(feature = "file")]
+    #[doc = include_str!("../docs/file-sink.md")]
+    pub mod file_sink {}
+
+    #[cfg(feature = "loki")]
+    #[doc = include_str!("../docs/loki-sink.md")]
+    pub mod loki_sink {}
+
+    #[doc = include_str!("../docs/operations.md")]
+    pub mod operations {}
+
+    #[cfg(all(feature = "file", feature = "loki", feature = "testing"))]
+    #[doc = include_str!("../docs/migrating.md")]
+    pub mod migrating {}
+
+    #[doc = include_str!("../docs/design.md")]
+    pub mod design {}
+
+    #[doc = include_str!("../docs/events.md")]
+    pub mod events {}
+}
 
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[cfg(all(doctest, feature = "testing", feature = "file", feature = "loki"))]
