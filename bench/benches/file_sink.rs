@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use sinkwatch::sink::file::{Compression, FileSink};
-use sinkwatch::sink::Sink as _;
 use sinkwatch::{OverflowPolicy, Record};
 use tracing::Level;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -501,7 +500,7 @@ fn sinkwatch(dir: &std::path::Path, n: u64, gzip: Gzip) -> Figures {
     }
     runtime.block_on(sink.flush()).expect("flush");
     let elapsed = started.elapsed();
-    let report = sink.shutdown_blocking(Instant::now() + Duration::from_secs(600));
+    let report = sink.shutdown_blocking(Duration::from_secs(600));
     let drained = started.elapsed().saturating_sub(elapsed);
     assert_eq!(report.stats.dropped, 0, "the Wait policy drops nothing");
     let (plain_bytes, archive_bytes) = if compress { archive_sizes(dir) } else { (0, 0) };

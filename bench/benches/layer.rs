@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use sinkwatch::{FileSink, OverflowPolicy, Sink as _, SinkLayer};
+use sinkwatch::{FileSink, OverflowPolicy, SinkLayer};
 use tracing_subscriber::layer::SubscriberExt as _;
 
 /// Counts allocations made by the current thread only (the workers' are not the caller's).
@@ -114,7 +114,7 @@ fn main() {
         tracing::Dispatch::new(tracing_subscriber::registry().with(SinkLayer::new(file.clone())));
     run(1_000, &ours);
     let sw = run(n, &ours);
-    let report = file.shutdown_blocking(Instant::now() + Duration::from_secs(60));
+    let report = file.shutdown_blocking(Duration::from_secs(60));
     print("sinkwatch SinkLayer -> FileSink", &sw, n);
 
     let appender = tracing_appender::rolling::never(dir.path().join("appender"), "app.log");
@@ -148,9 +148,7 @@ fn main() {
         tracing::Dispatch::new(tracing_subscriber::registry().with(SinkLayer::new(tiny.clone())));
     let fq = run(n, &full);
     print("sinkwatch, queue of 4 (Wait policy) kept full", &fq, n);
-    let stats = tiny
-        .shutdown_blocking(Instant::now() + Duration::from_secs(60))
-        .stats;
+    let stats = tiny.shutdown_blocking(Duration::from_secs(60)).stats;
     println!(
         "  full-queue run: accepted {} delivered {} dropped (reported) {}",
         stats.accepted, stats.delivered, stats.dropped
