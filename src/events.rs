@@ -52,19 +52,24 @@ pub const SINK: &str = "sink";
 /// assert!(a.as_str().starts_with("file-"));
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SinkId(Arc<str>);
+pub struct SinkId(Arc<str>, u64);
 
 impl SinkId {
     /// A fresh id: `prefix` followed by a process-wide counter.
     pub fn new(prefix: &str) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        SinkId(Arc::from(format!("{prefix}-{n}")))
+        SinkId(Arc::from(format!("{prefix}-{n}")), n)
     }
 
     /// The id as a string, as it appears in events.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The process-wide number in the id (never 0): cheap to compare on hot paths.
+    pub(crate) fn number(&self) -> u64 {
+        self.1
     }
 }
 

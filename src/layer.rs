@@ -12,6 +12,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::events;
+use crate::queue::{self, EVENT_HEADER};
 use crate::record::compact::{self, FieldWriter};
 use crate::sink::Sink;
 use crate::worker::{self, Patience};
@@ -70,6 +71,9 @@ pub struct SinkLayer {
     sinkwatch_events: bool,
     /// Tells this layer's span extensions from another `SinkLayer`'s in the same subscriber.
     id: usize,
+    /// Set once any span was created under this layer: until then an event has no span
+    /// chain to look up (a registry lookup per event saved).
+    saw_span: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SinkLayer {
@@ -85,6 +89,7 @@ impl SinkLayer {
             location: false,
             sinkwatch_events: true,
             id: NEXT.fetch_add(1, Ordering::Relaxed),
+            saw_span: Arc::default(),
         }
     }
 
@@ -128,6 +133,7 @@ impl SinkLayer {
         } else {
             0
         };
+        buf.bytes.extend_from_slice(&[0; EVENT_HEADER]);
         compact::begin_event(&mut buf.bytes, SystemTime::now(), flags);
         let mut fields = FieldWriter::event(&mut buf.bytes);
         event.record(&mut fields);
@@ -135,14 +141,18 @@ impl SinkLayer {
         buf.metas.push(event.metadata());
         let count_at = buf.bytes.len();
         buf.bytes.push(0);
-        if !self.spans {
-            return;
-        }
-        let Some(scope) = ctx.event_scope(event) else {
+        let scope = if self.spans && self.saw_span.load(Ordering::Relaxed) {
+            ctx.event_scope(event)
+        } else {
+            None
+        };
+        let Some(scope) = scope else {
+            queue::seal_event(&mut buf.bytes, buf.metas.len());
             return;
         };
         let mut count = 0_u8;
-        for span in scope.from_root().take(usize::from(u8::MAX)) {
+        // At most 255 metadata in all: the event's and 254 spans'.
+        for span in scope.from_root().take(254) {
             let extensions = span.extensions();
             let fields = extensions
                 .get::<SpanFields>()
@@ -152,6 +162,7 @@ impl SinkLayer {
             count += 1;
         }
         buf.bytes[count_at] = count;
+        queue::seal_event(&mut buf.bytes, buf.metas.len());
     }
 
     /// A write was refused because `sink` is closed: report it when one is due.
@@ -203,7 +214,12 @@ struct Scratch {
 }
 
 std::thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            bytes: Vec::new(),
+            metas: Vec::new(),
+        })
+    };
     /// Set on the thread that emits the layer's `writes_refused` reports.
     static REPORTING: Cell<bool> = const { Cell::new(false) };
 }
@@ -234,6 +250,7 @@ where
         if !self.spans {
             return;
         }
+        self.saw_span.store(true, Ordering::Relaxed);
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
         // Every `SinkLayer` would record the same fields: the first one keeps them.

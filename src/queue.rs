@@ -121,14 +121,10 @@ impl Chunk {
         self.bytes.is_empty()
     }
 
-    fn push_event(&mut self, event: &[u8], metas: &[&'static Metadata<'static>]) {
-        self.bytes.push(EVENT);
-        self.bytes
-            .push(u8::try_from(metas.len()).unwrap_or(u8::MAX));
-        self.bytes
-            .extend_from_slice(&len32(event.len()).to_le_bytes());
-        self.bytes.extend_from_slice(event);
-        self.metas.extend_from_slice(&metas[..metas.len().min(255)]);
+    /// `entry` is sealed by [`seal_event`]: its header is in place, so this is two copies.
+    fn push_event(&mut self, entry: &[u8], metas: &[&'static Metadata<'static>]) {
+        self.bytes.extend_from_slice(entry);
+        self.metas.extend_from_slice(metas);
         self.live += 1;
     }
 
@@ -201,6 +197,23 @@ impl Chunk {
     fn take_acks(&mut self) -> Vec<FlushAck> {
         self.acks.drain(..).collect()
     }
+}
+
+/// Room to leave at the start of an event's encoding for [`seal_event`] to fill.
+pub(crate) const EVENT_HEADER: usize = EVENT_OVERHEAD;
+
+/// Writes the queue's header into the first [`EVENT_HEADER`] bytes of an encoded event (the
+/// layer leaves them free), so queueing it is one copy. At most 255 metadata.
+pub(crate) fn seal_event(entry: &mut [u8], metas: usize) {
+    let len = len32(entry.len() - EVENT_HEADER).to_le_bytes();
+    entry[..EVENT_HEADER].copy_from_slice(&[
+        EVENT,
+        u8::try_from(metas).unwrap_or(u8::MAX),
+        len[0],
+        len[1],
+        len[2],
+        len[3],
+    ]);
 }
 
 fn len32(n: usize) -> u32 {
@@ -299,16 +312,18 @@ pub(crate) enum Refusal {
 
 /// What a producer puts in the queue.
 pub(crate) enum Put<'a> {
+    /// An event sealed by [`seal_event`], and its metadata.
     Event(&'a [u8], &'a [&'static Metadata<'static>]),
     Line(&'a [u8]),
-    Record(Record),
+    /// Boxed, so a `Put` stays small on the layer's hot path, where it is moved around.
+    Record(Box<Record>),
 }
 
 impl Put<'_> {
     /// The bytes the entry is counted at.
     pub(crate) fn size(&self) -> usize {
         match self {
-            Put::Event(bytes, metas) => EVENT_OVERHEAD + bytes.len() + metas.len() * META_SIZE,
+            Put::Event(entry, metas) => entry.len() + metas.len() * META_SIZE,
             Put::Line(line) => 5 + line.len(),
             Put::Record(r) => r.approx_size(),
         }
@@ -404,7 +419,6 @@ impl Queue {
 
     /// Queues `put` if there is room (making room under drop-oldest); on success it is
     /// accepted. Nothing is counted on refusal: see [`refuse`](Self::refuse).
-    #[allow(clippy::result_large_err)] // hands the entry back for a retry; no allocation
     pub(crate) fn try_put<'p>(&mut self, put: Put<'p>) -> Result<bool, (Refusal, Put<'p>)> {
         if self.closed {
             return Err((Refusal::Closed, put));
@@ -434,12 +448,32 @@ impl Queue {
         match put {
             Put::Event(bytes, metas) => self.pending.push_event(bytes, metas),
             Put::Line(line) => self.pending.push_line(line),
-            Put::Record(record) => self.pending.push_record(record, size),
+            Put::Record(record) => self.pending.push_record(*record, size),
         }
         self.used_bytes += size;
         self.used_records += 1;
         self.counts.accepted += 1;
         Ok(was_empty)
+    }
+
+    /// [`try_put`](Self::try_put) for a sealed event, the layer's hot path: true when the
+    /// event was queued into an empty queue (the worker needs a wake-up).
+    #[inline]
+    pub(crate) fn try_put_event(
+        &mut self,
+        entry: &[u8],
+        metas: &[&'static Metadata<'static>],
+    ) -> Option<bool> {
+        let size = entry.len() + metas.len() * META_SIZE;
+        if self.closed || self.shedding || !self.fits(size) {
+            return None;
+        }
+        let was_empty = self.pending.is_empty();
+        self.pending.push_event(entry, metas);
+        self.used_bytes += size;
+        self.used_records += 1;
+        self.counts.accepted += 1;
+        Some(was_empty)
     }
 
     /// Counts a record that could not be queued: a full queue or a stall drops it (it is
@@ -603,7 +637,7 @@ mod tests {
     fn entries_come_out_in_order_with_their_sizes() {
         let mut q = Queue::new(config(10, 1 << 20, OverflowPolicy::DropNewest));
         assert_eq!(line(&mut q, "a"), Ok(true));
-        q.try_put(Put::Record(Record::new(Level::INFO, "b")))
+        q.try_put(Put::Record(Box::new(Record::new(Level::INFO, "b"))))
             .ok()
             .unwrap();
         let (tx, _rx) = oneshot::channel();

@@ -177,6 +177,18 @@ impl Producer {
         metas: &[&'static Metadata<'static>],
         patience: Patience,
     ) -> Result<()> {
+        // The common case, room in the queue, without the general path's bookkeeping.
+        let mut q = self.shared.lock();
+        if q.policy() != OverflowPolicy::DropOldest {
+            if let Some(was_empty) = q.try_put_event(bytes, metas) {
+                drop(q);
+                if was_empty {
+                    self.shared.wake_worker.notify_one();
+                }
+                return Ok(());
+            }
+        }
+        drop(q);
         self.put_blocking(Put::Event(bytes, metas), patience)
     }
 
@@ -187,7 +199,7 @@ impl Producer {
 
     /// Queues a record written by hand.
     pub(crate) fn put_record(&self, record: crate::Record, patience: Patience) -> Result<()> {
-        self.put_blocking(Put::Record(record), patience)
+        self.put_blocking(Put::Record(Box::new(record)), patience)
     }
 
     /// Queues `put`, waiting for room (blocking this thread) as `patience` allows.
@@ -261,7 +273,7 @@ impl Producer {
     ///
     /// Cancel-safe: cancelled while waiting, the record is neither queued nor counted.
     pub(crate) async fn put_record_async(&self, record: crate::Record) -> Result<()> {
-        let mut put = Put::Record(record);
+        let mut put = Put::Record(Box::new(record));
         let mut deadline = None;
         loop {
             let notified = self.shared.space_async.notified();
@@ -620,7 +632,8 @@ fn end(shared: &Shared, why: &str, failure: Option<&str>) {
 }
 
 std::thread_local! {
-    static CURRENT_SINK: std::cell::RefCell<Option<SinkId>> = const { std::cell::RefCell::new(None) };
+    /// The number of the sink whose worker runs on this thread (0: none).
+    static CURRENT_SINK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// True when the current thread belongs to the worker of sink `id`.
@@ -630,13 +643,13 @@ std::thread_local! {
 /// to feed a sink the events that sink's own work produced: its schema events and those of
 /// its I/O stack (hyper, reqwest, rustls).
 pub(crate) fn on_worker_of(id: &SinkId) -> bool {
-    CURRENT_SINK.with(|c| c.borrow().as_ref() == Some(id))
+    CURRENT_SINK.with(std::cell::Cell::get) == id.number()
 }
 
 /// True when the current thread belongs to any sink's worker: such a thread never waits
 /// for room in another sink's queue (two workers waiting on each other would stall both).
 pub(crate) fn on_any_worker() -> bool {
-    CURRENT_SINK.with(|c| c.borrow().is_some())
+    CURRENT_SINK.with(std::cell::Cell::get) != 0
 }
 
 /// Runs a sink's worker future on a dedicated thread with its own current-thread runtime,
@@ -650,19 +663,18 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let id = producer.id().clone();
-    let mark = id.clone();
+    let mark = id.number();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name(format!("sinkwatch-{id}-blocking"))
-        .on_thread_start(move || CURRENT_SINK.with(|c| *c.borrow_mut() = Some(mark.clone())))
+        .on_thread_start(move || CURRENT_SINK.with(|c| c.set(mark)))
         .build()
         .map_err(|e| Error::io(format!("cannot start the runtime of sink {id}"), e))?;
     let shared = producer.shared.clone();
-    let mark = id.clone();
     std::thread::Builder::new()
         .name(format!("sinkwatch-{id}"))
         .spawn(move || {
-            CURRENT_SINK.with(|c| *c.borrow_mut() = Some(mark));
+            CURRENT_SINK.with(|c| c.set(mark));
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(worker)));
             if let Err(payload) = outcome {
                 let message = panic_message(payload.as_ref());

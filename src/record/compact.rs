@@ -44,9 +44,11 @@ pub(crate) const FLAG_LOCATION: u8 = 1;
 /// Starts an event's encoding: its time and flags. Fields follow ([`FieldWriter`]), then
 /// the spans ([`push_span`], after a `u8` count).
 pub(crate) fn begin_event(out: &mut Vec<u8>, time: SystemTime, flags: u8) {
-    let nanos = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let nanos = time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| {
+        d.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(d.subsec_nanos()))
+    });
     out.extend_from_slice(&nanos.to_le_bytes());
     out.push(flags);
 }
@@ -111,22 +113,42 @@ impl<'a> FieldWriter<'a> {
         true
     }
 
-    fn str(&mut self, kind: u8, field: &Field, s: &str) {
-        if self.head(kind, field) {
-            let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-            self.out.extend_from_slice(&len.to_le_bytes());
-            self.out.extend_from_slice(&s.as_bytes()[..len as usize]);
+    /// A field of fixed size: its head and value in one copy of a constant length.
+    #[inline]
+    fn fixed<const N: usize>(&mut self, kind: u8, field: &Field, value: [u8; N]) {
+        if self.count == u16::MAX {
+            return;
         }
+        self.count += 1;
+        let mut entry = [0_u8; 18];
+        entry[0] = kind;
+        entry[1] = u8::try_from(field.index()).unwrap_or(u8::MAX);
+        entry[2..2 + N].copy_from_slice(&value);
+        self.out.extend_from_slice(&entry[..2 + N]);
+    }
+
+    fn str(&mut self, kind: u8, field: &Field, s: &str) {
+        if self.count == u16::MAX {
+            return;
+        }
+        self.count += 1;
+        let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+        let l = len.to_le_bytes();
+        let index = u8::try_from(field.index()).unwrap_or(u8::MAX);
+        self.out.reserve(6 + s.len());
+        self.out
+            .extend_from_slice(&[kind, index, l[0], l[1], l[2], l[3]]);
+        self.out.extend_from_slice(&s.as_bytes()[..len as usize]);
     }
 
     fn debug(&mut self, kind: u8, field: &Field, value: &dyn fmt::Debug) {
-        use std::io::Write as _;
+        use std::fmt::Write as _;
         if !self.head(kind, field) {
             return;
         }
         let at = self.out.len();
         self.out.extend_from_slice(&[0; 4]);
-        let _ = write!(self.out, "{value:?}");
+        let _ = write!(Bytes(self.out), "{value:?}");
         let len = u32::try_from(self.out.len() - at - 4).unwrap_or(u32::MAX);
         self.out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
@@ -137,42 +159,51 @@ impl<'a> FieldWriter<'a> {
     }
 }
 
+/// A cheap first test for `log.*` bookkeeping fields (a string comparison per field costs
+/// more than the rest of recording it).
+fn maybe_log(field: &Field) -> bool {
+    field.name().as_bytes().get(..4) == Some(b"log.")
+}
+
+/// A cheap first test for the `message` field.
+fn maybe_message(field: &Field) -> bool {
+    field.name().len() == 7
+}
+
+/// `fmt::Write` straight into a byte buffer (`io::Write`'s adapter costs more per call).
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
 impl Visit for FieldWriter<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if self.head(F64, field) {
-            self.out.extend_from_slice(&value.to_le_bytes());
-        }
+        self.fixed(F64, field, value.to_le_bytes());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.head(I64, field) {
-            self.out.extend_from_slice(&value.to_le_bytes());
-        }
+        self.fixed(I64, field, value.to_le_bytes());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.event && field.name() == "log.line" {
+        if self.event && maybe_log(field) && field.name() == "log.line" {
             return;
         }
-        if self.head(U64, field) {
-            self.out.extend_from_slice(&value.to_le_bytes());
-        }
+        self.fixed(U64, field, value.to_le_bytes());
     }
     fn record_i128(&mut self, field: &Field, value: i128) {
-        if self.head(I128, field) {
-            self.out.extend_from_slice(&value.to_le_bytes());
-        }
+        self.fixed(I128, field, value.to_le_bytes());
     }
     fn record_u128(&mut self, field: &Field, value: u128) {
-        if self.head(U128, field) {
-            self.out.extend_from_slice(&value.to_le_bytes());
-        }
+        self.fixed(U128, field, value.to_le_bytes());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.head(BOOL, field) {
-            self.out.push(u8::from(value));
-        }
+        self.fixed(BOOL, field, [u8::from(value)]);
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        if !self.event {
+        if !self.event || !(maybe_log(field) || maybe_message(field)) {
             return self.str(STR, field, value);
         }
         match field.name() {
@@ -195,7 +226,7 @@ impl Visit for FieldWriter<'_> {
         self.str(STR, field, &text);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let kind = if self.event && field.name() == "message" {
+        let kind = if self.event && maybe_message(field) && field.name() == "message" {
             MESSAGE
         } else {
             STR

@@ -19,6 +19,9 @@ pub(crate) struct Batch {
     /// The label set of each stream in `req`, same order (the JSON encoding needs the pairs).
     pub(crate) sets: Vec<Arc<LabelSet>>,
     index: HashMap<Arc<LabelSet>, usize>,
+    /// The stream of the last entry: most records go to the stream of the one before, and
+    /// a pointer comparison is far cheaper than hashing the label set.
+    last: Option<(Arc<LabelSet>, usize)>,
     entries: usize,
     bytes: usize,
     opened: Option<Instant>,
@@ -49,7 +52,7 @@ impl Batch {
 
     /// What adding `entry` to stream `set` would add to the size estimate.
     pub(crate) fn cost(&self, set: &Arc<LabelSet>, entry: &EntryAdapter) -> usize {
-        let stream = if self.index.contains_key(set) {
+        let stream = if self.stream_of(set).is_some() {
             0
         } else {
             set.text.len() + STREAM_OVERHEAD
@@ -68,7 +71,7 @@ impl Batch {
         if self.opened.is_none() {
             self.opened = Some(Instant::now());
         }
-        let i = if let Some(&i) = self.index.get(&set) {
+        let i = if let Some(i) = self.stream_of(&set) {
             i
         } else {
             let i = self.req.streams.len();
@@ -84,6 +87,21 @@ impl Batch {
         self.req.streams[i].entries.push(entry);
         self.entries += 1;
         self.bytes += cost;
+        if !self
+            .last
+            .as_ref()
+            .is_some_and(|(l, _)| Arc::ptr_eq(l, &self.sets[i]))
+        {
+            self.last = Some((Arc::clone(&self.sets[i]), i));
+        }
+    }
+
+    /// The index of `set`'s stream in the batch, if it has one.
+    fn stream_of(&self, set: &Arc<LabelSet>) -> Option<usize> {
+        match &self.last {
+            Some((last, i)) if Arc::ptr_eq(last, set) => Some(*i),
+            _ => self.index.get(set).copied(),
+        }
     }
 
     /// When the batch must be sent, `wait` after its first entry arrived (`None` if empty).

@@ -201,6 +201,9 @@ pub(crate) struct Labeler {
     /// no allocation.
     cache: HashMap<String, Arc<LabelSet>>,
     key: String,
+    /// The last key and its set: consecutive records mostly share their labels, and
+    /// comparing two short strings is cheaper than hashing one.
+    last: Option<(String, Arc<LabelSet>)>,
 }
 
 impl Labeler {
@@ -221,6 +224,7 @@ impl Labeler {
             seen: HashSet::new(),
             cache: HashMap::new(),
             key: String::new(),
+            last: None,
         }
     }
 
@@ -237,8 +241,15 @@ impl Labeler {
         for name in &self.dynamic {
             cache_key(&mut self.key, record, name);
         }
+        if let Some((key, set)) = &self.last {
+            if *key == self.key {
+                return Ok(Arc::clone(set));
+            }
+        }
         if let Some(set) = self.cache.get(&self.key) {
-            return Ok(Arc::clone(set));
+            let set = Arc::clone(set);
+            self.last = Some((self.key.clone(), Arc::clone(&set)));
+            return Ok(set);
         }
         let set = self.resolve(record)?;
         // Distinct raw values can make one label set (cut values): bound the cache anyway.
