@@ -278,38 +278,31 @@ impl<'a> EventRef<'a> {
     }
 
     fn raw_fields(&self) -> Fields<'a> {
-        Fields::new(self.bytes.get(9..).unwrap_or(&[]), self.meta())
+        Fields::new(self.bytes.get(9..).unwrap_or(&[]))
     }
 
     /// The target: a bridged `log` record's own, else the callsite's.
     pub(crate) fn target(&self) -> &'a str {
         let meta_target = self.meta().map_or("", |m| m.target());
         if meta_target == "log" {
-            let target = self
-                .raw_fields()
-                .find_map(|f| (f.kind == LOG_TARGET).then_some(f.value));
-            if let Some(ValueRef::Str(s)) = target {
-                return s;
+            let target = self.raw_fields().find(|f| f.kind == LOG_TARGET);
+            if let Some(text) = target.and_then(|f| std::str::from_utf8(f.value).ok()) {
+                return text;
             }
         }
         meta_target
     }
 
-    pub(crate) fn message(&self) -> &'a str {
-        let mut fields = self.raw_fields();
-        fields
-            .find_map(|f| match (f.kind, f.value) {
-                (MESSAGE, ValueRef::Str(s)) => Some(s),
-                _ => None,
-            })
-            .unwrap_or("")
+    /// The message, as the UTF-8 bytes it was written from.
+    pub(crate) fn message(&self) -> &'a [u8] {
+        self.raw_fields()
+            .find(|f| f.kind == MESSAGE)
+            .map_or(&[], |f| f.value)
     }
 
     /// The fields other than the message, in the order they were recorded.
-    pub(crate) fn fields(&self) -> impl Iterator<Item = (&'a str, ValueRef<'a>)> {
-        self.raw_fields()
-            .filter(|f| f.kind <= STR)
-            .map(|f| (f.name, f.value))
+    pub(crate) fn fields(&self) -> NamedFields<'a> {
+        NamedFields::new(self.raw_fields(), self.meta())
     }
 
     /// Each span's name and fields, outermost first.
@@ -359,39 +352,83 @@ impl<'a> Iterator for Spans<'a> {
         let len = read_u32(self.bytes, 0)? as usize;
         let fields = self.bytes.get(4..4 + len)?;
         self.bytes = self.bytes.get(4 + len..)?;
-        let fields = Fields::new(fields, Some(meta));
+        let fields = NamedFields::new(Fields::new(fields), Some(meta));
         Some((meta.name(), SpanFields(fields)))
     }
 }
 
 /// A span's fields in an [`EventRef`].
-pub(crate) struct SpanFields<'a>(Fields<'a>);
+pub(crate) struct SpanFields<'a>(NamedFields<'a>);
 
 impl<'a> Iterator for SpanFields<'a> {
     type Item = (&'a str, ValueRef<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.0.next().map(|f| (f.name, f.value))
+        self.0.next()
     }
 }
 
-/// One encoded field.
-struct RawField<'a> {
-    kind: u8,
-    name: &'a str,
-    value: ValueRef<'a>,
+/// The most fields a callsite can have (`tracing` allows 32).
+const MAX_FIELDS: usize = 32;
+
+/// Fields with their names and values: the callsite's names are read once per record, not
+/// once per field.
+pub(crate) struct NamedFields<'a> {
+    raw: Fields<'a>,
+    names: [&'static str; MAX_FIELDS],
 }
 
-/// Reads a list of fields; names come from the callsite's metadata.
+impl<'a> NamedFields<'a> {
+    fn new(raw: Fields<'a>, meta: Option<&'static Metadata<'static>>) -> Self {
+        let mut names = [""; MAX_FIELDS];
+        if let Some(meta) = meta {
+            for (slot, field) in names.iter_mut().zip(meta.fields().iter()) {
+                *slot = field.name();
+            }
+        }
+        NamedFields { raw, names }
+    }
+}
+
+impl<'a> Iterator for NamedFields<'a> {
+    type Item = (&'a str, ValueRef<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let f = self.raw.next()?;
+            let value = match f.kind {
+                BOOL => ValueRef::Bool(f.value.first().is_some_and(|&b| b != 0)),
+                I64 => ValueRef::I64(i64::from_le_bytes(f.value.try_into().ok()?)),
+                U64 => ValueRef::U64(u64::from_le_bytes(f.value.try_into().ok()?)),
+                I128 => ValueRef::I128(i128::from_le_bytes(f.value.try_into().ok()?)),
+                U128 => ValueRef::U128(u128::from_le_bytes(f.value.try_into().ok()?)),
+                F64 => ValueRef::F64(f64::from_le_bytes(f.value.try_into().ok()?)),
+                STR => ValueRef::Text(f.value),
+                // The message and a bridged record's target are not fields.
+                _ => continue,
+            };
+            let name = self.names.get(usize::from(f.index)).copied().unwrap_or("");
+            return Some((name, value));
+        }
+    }
+}
+
+/// One encoded field: its kind, its index in the callsite, and its value's bytes.
+struct RawField<'a> {
+    kind: u8,
+    index: u8,
+    value: &'a [u8],
+}
+
+/// Reads a list of fields without decoding their values.
 struct Fields<'a> {
     bytes: &'a [u8],
     pos: usize,
     left: u16,
-    meta: Option<&'static Metadata<'static>>,
 }
 
 impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8], meta: Option<&'static Metadata<'static>>) -> Self {
+    fn new(bytes: &'a [u8]) -> Self {
         let left = bytes
             .get(..2)
             .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
@@ -399,27 +436,12 @@ impl<'a> Fields<'a> {
             bytes,
             pos: 2,
             left,
-            meta,
         }
     }
 
     /// What follows the list (only meaningful once it is read to the end).
     fn rest(&self) -> &'a [u8] {
         self.bytes.get(self.pos..).unwrap_or(&[])
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let b = self.bytes.get(self.pos..self.pos + n)?;
-        self.pos += n;
-        Some(b)
-    }
-
-    fn take8(&mut self) -> Option<[u8; 8]> {
-        self.take(8)?.try_into().ok()
-    }
-
-    fn take16(&mut self) -> Option<[u8; 16]> {
-        self.take(16)?.try_into().ok()
     }
 }
 
@@ -431,28 +453,22 @@ impl<'a> Iterator for Fields<'a> {
             return None;
         }
         self.left -= 1;
-        let &[kind, index] = self.take(2)? else {
-            return None;
-        };
-        let value = match kind {
-            BOOL => ValueRef::Bool(self.take(1)?[0] != 0),
-            I64 => ValueRef::I64(i64::from_le_bytes(self.take8()?)),
-            U64 => ValueRef::U64(u64::from_le_bytes(self.take8()?)),
-            I128 => ValueRef::I128(i128::from_le_bytes(self.take16()?)),
-            U128 => ValueRef::U128(u128::from_le_bytes(self.take16()?)),
-            F64 => ValueRef::F64(f64::from_le_bytes(self.take8()?)),
+        let head = self.bytes.get(self.pos..self.pos + 2)?;
+        let (kind, index) = (head[0], head[1]);
+        self.pos += 2;
+        let len = match kind {
+            BOOL => 1,
+            I64 | U64 | F64 => 8,
+            I128 | U128 => 16,
             _ => {
                 let len = read_u32(self.bytes, self.pos)? as usize;
                 self.pos += 4;
-                let text = self.take(len)?;
-                ValueRef::Str(std::str::from_utf8(text).unwrap_or("\u{fffd}"))
+                len
             }
         };
-        let name = self
-            .meta
-            .and_then(|m| m.fields().iter().nth(usize::from(index)))
-            .map_or("", |f| f.name());
-        Some(RawField { kind, name, value })
+        let value = self.bytes.get(self.pos..self.pos + len)?;
+        self.pos += len;
+        Some(RawField { kind, index, value })
     }
 }
 

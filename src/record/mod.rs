@@ -68,6 +68,20 @@ pub(crate) enum ValueRef<'a> {
     U128(u128),
     F64(f64),
     Str(&'a str),
+    /// A string read from the layer's compact form: bytes known to be UTF-8 (written from a
+    /// `&str`), so the JSON writer need not validate them again.
+    Text(&'a [u8]),
+}
+
+impl<'a> ValueRef<'a> {
+    /// A string value as text (`None` for other values).
+    pub(crate) fn text(&self) -> Option<std::borrow::Cow<'a, str>> {
+        match *self {
+            ValueRef::Str(s) => Some(Cow::Borrowed(s)),
+            ValueRef::Text(b) => Some(String::from_utf8_lossy(b)),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for ValueRef<'_> {
@@ -80,6 +94,7 @@ impl fmt::Display for ValueRef<'_> {
             ValueRef::U128(n) => write!(f, "{n}"),
             ValueRef::F64(x) => write!(f, "{x}"),
             ValueRef::Str(s) => f.write_str(s),
+            ValueRef::Text(b) => f.write_str(&String::from_utf8_lossy(b)),
         }
     }
 }
@@ -355,9 +370,17 @@ impl<'a> RecordRef<'a> {
         }
     }
 
-    pub(crate) fn message(&self) -> &'a str {
+    pub(crate) fn message(&self) -> Cow<'a, str> {
         match self {
-            RecordRef::Owned(r) => &r.message,
+            RecordRef::Owned(r) => Cow::Borrowed(&r.message),
+            RecordRef::Event(e) => String::from_utf8_lossy(e.message()),
+        }
+    }
+
+    /// The message as UTF-8 bytes, without a second validation.
+    pub(crate) fn message_bytes(&self) -> &'a [u8] {
+        match self {
+            RecordRef::Owned(r) => r.message.as_bytes(),
             RecordRef::Event(e) => e.message(),
         }
     }

@@ -47,7 +47,7 @@ fn write_text(record: &RecordRef<'_>, out: &mut Vec<u8>, ts: &mut TimestampCache
     let _ = write!(out, " {:>5} ", record.level().as_str());
     write_plain(out, record.target());
     out.extend_from_slice(b": ");
-    write_plain(out, record.message());
+    write_plain(out, &record.message());
     for (name, value) in record.fields() {
         out.push(b' ');
         write_plain(out, name);
@@ -55,6 +55,10 @@ fn write_text(record: &RecordRef<'_>, out: &mut Vec<u8>, ts: &mut TimestampCache
         match value {
             ValueRef::Str(s) if needs_quotes(s) => write_json_str(out, s),
             ValueRef::Str(s) => out.extend_from_slice(s.as_bytes()),
+            ValueRef::Text(b) if needs_quotes(&String::from_utf8_lossy(b)) => {
+                json::write_json_bytes(out, b);
+            }
+            ValueRef::Text(b) => out.extend_from_slice(b),
             other => {
                 let _ = write!(out, "{other}");
             }

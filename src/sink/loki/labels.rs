@@ -7,6 +7,7 @@
 //! missing value leaves the label out (as Loki itself would), and the static labels, of which
 //! `build()` requires at least one with a value, keep the set from ever being empty.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
@@ -136,7 +137,7 @@ pub(crate) fn truncate_at_char(s: &mut String, max: usize) {
 /// field, the record's level (lowercase) or target.
 fn field_text(record: &RecordRef<'_>, name: &str) -> Option<String> {
     match record.field(name) {
-        Some(ValueRef::Str(s)) => Some(s.to_string()),
+        Some(v @ (ValueRef::Str(_) | ValueRef::Text(_))) => v.text().map(Cow::into_owned),
         Some(v) => Some(v.to_string()),
         None if name == "level" => Some(record.level().as_str().to_ascii_lowercase()),
         None if name == "target" => Some(record.target().to_string()),
@@ -151,8 +152,8 @@ fn cache_key(key: &mut String, record: &RecordRef<'_>, name: &str) {
     key.push_str("000000000:");
     let body = key.len();
     let present = match record.field(name) {
-        Some(ValueRef::Str(s)) => {
-            key.push_str(s);
+        Some(v @ (ValueRef::Str(_) | ValueRef::Text(_))) => {
+            key.push_str(&v.text().unwrap_or_default());
             true
         }
         Some(v) => write!(key, "{v}").is_ok(),

@@ -28,7 +28,7 @@ impl Lines {
     pub(crate) fn render_counted(&self, record: &RecordRef<'_>) -> Option<(String, usize)> {
         let mut line = match self.format {
             LineFormat::Json => json_line(record),
-            LineFormat::Message => record.message().to_owned(),
+            LineFormat::Message => record.message().into_owned(),
         };
         if line.len() <= self.max_bytes {
             return Some((line, 0));
@@ -49,7 +49,7 @@ impl Lines {
 /// The record as JSON, as [`Record::write_json`] writes it but without the timestamp: the
 /// entry carries the same time, to the nanosecond, and repeating it costs bytes on the wire.
 fn json_line(record: &RecordRef<'_>) -> String {
-    let mut out = Vec::with_capacity(record.message().len() + 256);
+    let mut out = Vec::with_capacity(record.message_bytes().len() + 256);
     json::write_record(&mut out, record, None);
     // Everything written is UTF-8 (escaped strings and ASCII).
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
