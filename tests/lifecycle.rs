@@ -266,12 +266,16 @@ async fn undelivered_counts_what_the_deadline_cut() {
         sink.try_write(record(i)).unwrap();
     }
     // The worker is stuck in a write when the deadline passes: the queued nine are cut.
-    let shutdown = tokio::spawn({
-        let sink = sink.clone();
-        async move { sink.shutdown(Duration::ZERO).await }
-    });
+    // Poll the shutdown once (which asks for it) before the write is released.
+    let shutdown = sink.shutdown(Duration::ZERO);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        biased;
+        _ = &mut shutdown => panic!("the shutdown finished while the worker was stuck"),
+        () = std::future::ready(()) => {}
+    }
     release.send(()).unwrap();
-    let report = shutdown.await.unwrap();
+    let report = shutdown.await;
     seen.wait(Matcher::sink_event(sink.id(), events::sink_closed::NAME))
         .await
         .unwrap();

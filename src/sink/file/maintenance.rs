@@ -204,7 +204,7 @@ fn prune(ctx: &Context, pending: &Pending) {
     }
     let listed = check(ctx.fs_fault.as_ref(), FsOp::ListDir, &ctx.dir)
         .and_then(|()| retention::list(&ctx.dir, &ctx.naming));
-    let files = match listed {
+    let (files, oldest_pending) = match listed {
         // Waiting for compression: not in its final form (nor size) yet, so neither counted
         // nor removed; the pass after its compression counts it at the archive's size.
         Ok(files) => retention::without(files, &lock(pending)),
@@ -215,7 +215,12 @@ fn prune(ctx: &Context, pending: &Pending) {
     };
     let now = unix_millis(ctx.clock.now());
     let (mut count, mut bytes) = (0, 0);
-    for file in ctx.retention.select(files, now) {
+    let selected = ctx.retention.select(files, now);
+    // Oldest first: a file newer than one still waiting for compression waits too.
+    let removable = selected
+        .into_iter()
+        .filter(|f| oldest_pending.is_none_or(|p| f.stamp < p));
+    for file in removable {
         match remove(ctx, &file.path) {
             Ok(()) => {
                 count += 1;

@@ -92,11 +92,23 @@ pub(crate) fn list(dir: &Path, naming: &Naming) -> std::io::Result<Vec<Candidate
 /// `files` without those in `pending` (rotated files whose compression has not run yet):
 /// retention neither counts them nor removes them, so compression falling behind never
 /// makes it delete a file before it is compressed, nor count one at its plain size.
-pub(crate) fn without(mut files: Vec<Candidate>, pending: &HashSet<PathBuf>) -> Vec<Candidate> {
-    if !pending.is_empty() {
-        files.retain(|f| !pending.contains(&f.path));
+///
+/// Also returns the stamp of the oldest pending file: nothing newer may be removed yet, or
+/// a newer archive would go while an older file waits (retention removes oldest first).
+pub(crate) fn without(
+    mut files: Vec<Candidate>,
+    pending: &HashSet<PathBuf>,
+) -> (Vec<Candidate>, Option<Stamp>) {
+    if pending.is_empty() {
+        return (files, None);
     }
-    files
+    let oldest = files
+        .iter()
+        .filter(|f| pending.contains(&f.path))
+        .map(|f| f.stamp)
+        .min();
+    files.retain(|f| !pending.contains(&f.path));
+    (files, oldest)
 }
 
 #[cfg(test)]
@@ -215,7 +227,7 @@ mod tests {
         // would push out every archive.
         let all = files(&[(1, 100), (2, 100), (3, 1000), (4, 1000)]);
         let pending: HashSet<PathBuf> = all[2..].iter().map(|c| c.path.clone()).collect();
-        let remove = r.select(without(all, &pending), 10);
+        let remove = r.select(without(all, &pending).0, 10);
         assert!(remove.is_empty(), "{remove:?}");
     }
 

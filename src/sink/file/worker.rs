@@ -351,13 +351,18 @@ impl Worker {
         if !self.file.is_replaced() {
             return Ok(());
         }
-        if (self.closing || self.consumer.is_closed()) && !self.dir.is_dir() {
-            // A sink being dropped or shut down does not recreate a log directory someone
-            // removed (a test's `TempDir`, typically): the records are reported lost.
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "the log directory was removed while the sink was closing",
-            ));
+        if self.closing || self.consumer.is_closed() {
+            // A sink being dropped or shut down never recreates its file or directory: they
+            // were most likely removed on purpose (a test's `TempDir`). A file moved away
+            // (logrotate) still takes the last records; a deleted one cannot, and they are
+            // reported lost.
+            if self.file.is_deleted() || !self.dir.is_dir() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the active file was removed while the sink was closing; not recreated",
+                ));
+            }
+            return Ok(());
         }
         let (file, size) = self.file.reopen()?;
         self.file = file;

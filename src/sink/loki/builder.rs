@@ -75,6 +75,7 @@ pub struct LokiSinkBuilder {
     batch_max_bytes: usize,
     batch_wait: Duration,
     request_timeout: Duration,
+    max_in_flight: usize,
     retry: RetryPolicy,
     overflow: OverflowPolicy,
     queue_capacity: usize,
@@ -94,6 +95,7 @@ impl fmt::Debug for LokiSinkBuilder {
             .field("batch_max_bytes", &self.batch_max_bytes)
             .field("batch_wait", &self.batch_wait)
             .field("request_timeout", &self.request_timeout)
+            .field("max_in_flight", &self.max_in_flight)
             .field("retry", &self.retry)
             .field("overflow", &self.overflow)
             .finish_non_exhaustive()
@@ -118,6 +120,7 @@ impl LokiSinkBuilder {
             batch_max_bytes: 1024 * 1024,
             batch_wait: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
+            max_in_flight: worker::DEFAULT_IN_FLIGHT,
             retry: RetryPolicy::default(),
             overflow: OverflowPolicy::Block(DEFAULT_MAX_BLOCK),
             queue_capacity: 65_536,
@@ -382,6 +385,16 @@ impl LokiSinkBuilder {
         self
     }
 
+    /// How many push requests may be in flight at once. By default, 4: the next batch is
+    /// encoded and sent while earlier ones wait for Loki. Entries of one stream may then
+    /// arrive out of order by a few requests, which Loki accepts since 2.4
+    /// (`unordered_writes`, the default); for an older Loki, or one configured for ordered
+    /// writes, use 1. Must be at least 1.
+    pub fn max_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = requests;
+        self
+    }
+
     /// The first retry's backoff: retry `n` waits a random time in `[min·2^(n−1), min·2^n)`,
     /// capped at [`max_backoff`](Self::max_backoff). By default, 500 ms. Must not be zero.
     pub fn min_backoff(mut self, backoff: Duration) -> Self {
@@ -538,6 +551,7 @@ impl LokiSinkBuilder {
                 self.request_timeout.is_zero(),
                 "request_timeout must not be zero",
             ),
+            (self.max_in_flight == 0, "max_in_flight must be at least 1"),
             (r.min_backoff.is_zero(), "min_backoff must not be zero"),
             (
                 r.max_backoff < r.min_backoff,
@@ -567,6 +581,7 @@ impl LokiSinkBuilder {
             max_bytes: self.batch_max_bytes,
             wait: self.batch_wait,
             timeout: self.request_timeout,
+            max_in_flight: self.max_in_flight,
             retry: self.retry,
             lines: Lines {
                 format: self.line_format,
@@ -639,6 +654,7 @@ mod tests {
         assert!(err(base().header("X-Scope-OrgID", "x")).contains("tenant()"));
         assert!(err(base().max_line_bytes(10)).contains("max_line_bytes"));
         assert!(err(base().request_timeout(Duration::ZERO)).contains("request_timeout"));
+        assert!(err(base().max_in_flight(0)).contains("max_in_flight"));
         assert!(err(base().root_certificate_pem("nope")).contains("PEM"));
     }
 

@@ -42,6 +42,7 @@ pub(crate) struct Config {
     pub(crate) max_bytes: usize,
     pub(crate) wait: Duration,
     pub(crate) timeout: Duration,
+    pub(crate) max_in_flight: usize,
     pub(crate) retry: RetryPolicy,
     pub(crate) lines: Lines,
     pub(crate) labeler: Labeler,
@@ -96,7 +97,7 @@ pub(crate) async fn run(consumer: Consumer, cfg: Config) {
         batch: Batch::default(),
         tally: Tally::default(),
         in_flight: JoinSet::new(),
-        max_in_flight: DEFAULT_IN_FLIGHT,
+        max_in_flight: cfg.max_in_flight.max(1),
         held: (0, 0),
         stopped: false,
     };
