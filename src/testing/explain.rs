@@ -47,7 +47,7 @@ pub(crate) fn timed_out(
         seen.len()
     );
     if seen.is_empty() {
-        msg += &no_events_hint();
+        msg += &no_events_hint(what);
         return msg;
     }
     msg += &near_misses(watcher, target, &seen);
@@ -203,17 +203,26 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn no_events_hint() -> String {
+fn no_events_hint(what: &str) -> String {
     if hub().layers() == 0 {
-        "hint: the capture layer is not installed: call sinkwatch::testing::init() at the start \
-         of the test, or add sinkwatch::testing::layer() to your subscriber\n"
-            .to_owned()
-    } else {
-        "hint: no event at all arrived since the watcher was created: was the watcher created \
-         after the action? Is a filter in front of the capture layer dropping events, or is \
-         another (thread-local) subscriber set as the default on the emitting thread?\n"
-            .to_owned()
+        return "hint: the capture layer is not installed: call sinkwatch::testing::init() at \
+                the start of the test, or add sinkwatch::testing::layer() to your subscriber\n"
+            .to_owned();
     }
+    let mut hint = String::from(
+        "hint: no event at all arrived since the watcher was created. Most likely the sink \
+         has not done what was awaited",
+    );
+    if what.contains("\"rotation_complete\"") {
+        hint += " (a boundary rotates only a non-empty active file: were records written before \
+                 the clock moved past it?)";
+    } else if what.contains("\"push_complete\"") {
+        hint += " (a batch is pushed when full, at `batch_wait`, or at `flush()`)";
+    }
+    hint += ". Otherwise: was the watcher created after the action? Is a filter in front of \
+             the capture layer dropping events, or another (thread-local) subscriber the \
+             default on the emitting thread?\n";
+    hint
 }
 
 #[cfg(test)]
