@@ -11,8 +11,8 @@
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
-use sinkwatch::sink::file::{Compression, FileSink};
 use sinkwatch::Record;
+use sinkwatch::{Compression, FileSink};
 use tracing::Level;
 use tracing_subscriber::EnvFilter;
 

@@ -15,8 +15,8 @@
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
-use sinkwatch::sink::loki::LokiSink;
-use sinkwatch::testing::receiver::{Fault, LokiReceiver};
+use sinkwatch::testing::{Fault, LokiReceiver};
+use sinkwatch::LokiSink;
 use sinkwatch::SinkLayer;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;

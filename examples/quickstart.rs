@@ -15,9 +15,9 @@
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
-use sinkwatch::sink::file::Compression;
-use sinkwatch::sink::loki::LokiSink;
-use sinkwatch::testing::receiver::LokiReceiver;
+use sinkwatch::testing::LokiReceiver;
+use sinkwatch::Compression;
+use sinkwatch::LokiSink;
 use sinkwatch::{FileSink, ShutdownGuard, SinkLayer};
 use tracing::Level;
 use tracing_subscriber::filter::{filter_fn, LevelFilter, Targets};

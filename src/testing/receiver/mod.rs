@@ -48,7 +48,7 @@ use server::{lock, Shared};
 ///
 /// ```
 /// use std::time::Duration;
-/// use sinkwatch::testing::receiver::LokiReceiver;
+/// use sinkwatch::testing::LokiReceiver;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
