@@ -35,6 +35,22 @@ pub(crate) mod loki_sink;
 ///
 /// Kept so code written against 0.1 compiles, with a deprecation warning that names the new
 /// path. `Clock` is a trait, which an alias cannot stand for: it is re-exported as is.
+///
+/// The warning fires (so denying it fails the build):
+///
+/// ```compile_fail
+/// #![deny(deprecated)]
+/// use sinkwatch::sink::file::{Compression, FileSink};
+/// let _ = (FileSink::builder("logs"), Compression::Gzip);
+/// ```
+///
+/// and the same code builds when the warning is allowed:
+///
+/// ```
+/// #![allow(deprecated)]
+/// use sinkwatch::sink::file::{Compression, FileSink};
+/// let _ = (FileSink::builder("logs"), Compression::Gzip);
+/// ```
 #[cfg(feature = "file")]
 #[doc(hidden)]
 pub mod file {
@@ -91,7 +107,19 @@ pub mod file {
 /// The Loki sink's old home (`sinkwatch::sink::loki`): every item is now at the crate root.
 ///
 /// Kept so code written against 0.1 compiles, with a deprecation warning that names the new
-/// path.
+/// path:
+///
+/// ```compile_fail
+/// #![deny(deprecated)]
+/// use sinkwatch::sink::loki::{Encoding, LokiSink};
+/// let _ = (LokiSink::builder("http://loki:3100"), Encoding::Json);
+/// ```
+///
+/// ```
+/// #![allow(deprecated)]
+/// use sinkwatch::sink::loki::{Encoding, LokiSink};
+/// let _ = (LokiSink::builder("http://loki:3100"), Encoding::Json);
+/// ```
 #[cfg(feature = "loki")]
 #[doc(hidden)]
 pub mod loki {
