@@ -1,7 +1,7 @@
 //! The rotating file sink, with every event it emits printed.
 //!
 //! ```text
-//! cargo run --example file
+//! cargo run -p sinkwatch-examples --example file
 //! ```
 //!
 //! Writes 2,000 records into a temporary directory with a 64 KiB size limit, gzip and a

@@ -1,8 +1,8 @@
 //! The Loki push sink, with every event it emits printed.
 //!
 //! ```text
-//! cargo run --example loki --features testing
-//! LOKI_URL=http://localhost:3100 LOKI_TENANT=team-a cargo run --example loki --features testing
+//! cargo run -p sinkwatch-examples --example loki
+//! LOKI_URL=http://localhost:3100 LOKI_TENANT=team-a cargo run -p sinkwatch-examples --example loki
 //! ```
 //!
 //! Pushes to `LOKI_URL` (with `X-Scope-OrgID: $LOKI_TENANT` when set) or, when it is unset or

@@ -1,7 +1,7 @@
 //! A Loki-compatible receiver for local development: point any Loki client at it.
 //!
 //! ```text
-//! cargo run --features testing --example loki_receiver -- --listen 127.0.0.1:3100 [--auth]
+//! cargo run -p sinkwatch-examples --example loki_receiver -- --listen 127.0.0.1:3100 [--auth]
 //! ```
 //!
 //! It prints each accepted entry and each rejected request with Loki's error text. Ctrl-C stops it.

@@ -2,8 +2,8 @@
 //! under `./logs` and in Loki, with the sinks' own events printed as they happen.
 //!
 //! ```text
-//! cargo run --all-features --example quickstart
-//! LOKI_URL=http://localhost:3100 LOKI_TENANT=team-a cargo run --all-features --example quickstart
+//! cargo run -p sinkwatch-examples --example quickstart
+//! LOKI_URL=http://localhost:3100 LOKI_TENANT=team-a cargo run -p sinkwatch-examples --example quickstart
 //! ```
 //!
 //! Without `LOKI_URL` (or with it empty) it pushes to an embedded Loki-compatible receiver, so it needs no
