@@ -1,7 +1,7 @@
 //! The rotating file sink, with every event it emits printed.
 //!
 //! ```text
-//! cargo run --example file
+//! cargo run -p sinkwatch-examples --example file
 //! ```
 //!
 //! Writes 2,000 records into a temporary directory with a 64 KiB size limit, gzip and a
@@ -9,10 +9,11 @@
 //! compression, retention pass, flush and the final totals appear as `sinkwatch` events.
 
 use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sinkwatch::sink::file::{Compression, FileSink};
 use sinkwatch::Record;
+use sinkwatch::{Compression, FileSink};
 use tracing::Level;
 use tracing_subscriber::EnvFilter;
 
@@ -25,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_ansi(colour())
         .init();
 
-    let dir = tempfile::tempdir()?;
+    let dir = TempDir::new()?;
     let sink = FileSink::builder(dir.path())
         .file_name("orders", "log")
         .max_file_size(64 * 1024)
@@ -64,4 +65,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// (<https://no-color.org>).
 fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// A directory of this run's own under the system's temporary directory, removed on drop.
+/// (Hand-rolled rather than the `tempfile` crate: the examples keep their dependencies to
+/// what they need, so the quickstart's first build stays small.)
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> std::io::Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("sinkwatch-file-example-{}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

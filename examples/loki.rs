@@ -1,8 +1,8 @@
 //! The Loki push sink, with every event it emits printed.
 //!
 //! ```text
-//! cargo run --example loki --features testing
-//! LOKI_URL=http://localhost:3100 LOKI_TENANT=team-a cargo run --example loki --features testing
+//! cargo run -p sinkwatch-examples --example loki
+//! LOKI_URL=http://localhost:3100 LOKI_TENANT=team-a cargo run -p sinkwatch-examples --example loki
 //! ```
 //!
 //! Pushes to `LOKI_URL` (with `X-Scope-OrgID: $LOKI_TENANT` when set) or, when it is unset or
@@ -15,8 +15,8 @@
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
-use sinkwatch::sink::loki::LokiSink;
-use sinkwatch::testing::receiver::{Fault, LokiReceiver};
+use sinkwatch::testing::{Fault, LokiReceiver};
+use sinkwatch::LokiSink;
 use sinkwatch::SinkLayer;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;

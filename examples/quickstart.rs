@@ -2,8 +2,8 @@
 //! under `./logs` and in Loki, with the sinks' own events printed as they happen.
 //!
 //! ```text
-//! cargo run --all-features --example quickstart
-//! LOKI_URL=http://localhost:3100 LOKI_TENANT=team-a cargo run --all-features --example quickstart
+//! cargo run -p sinkwatch-examples --example quickstart
+//! LOKI_URL=http://localhost:3100 LOKI_TENANT=team-a cargo run -p sinkwatch-examples --example quickstart
 //! ```
 //!
 //! Without `LOKI_URL` (or with it empty) it pushes to an embedded Loki-compatible receiver, so it needs no
@@ -15,9 +15,9 @@
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
-use sinkwatch::sink::file::Compression;
-use sinkwatch::sink::loki::LokiSink;
-use sinkwatch::testing::receiver::LokiReceiver;
+use sinkwatch::testing::LokiReceiver;
+use sinkwatch::Compression;
+use sinkwatch::LokiSink;
 use sinkwatch::{FileSink, ShutdownGuard, SinkLayer};
 use tracing::Level;
 use tracing_subscriber::filter::{filter_fn, LevelFilter, Targets};

@@ -44,12 +44,25 @@ impl fmt::Display for ErrorKind {
 ///
 /// # Examples
 ///
-/// ```
-/// use sinkwatch::{Error, ErrorKind};
+/// Errors come from the crate's calls, never built by hand: here, a builder given a
+/// setting it cannot use.
 ///
-/// let err = Error::config("endpoint URL is empty");
+/// ```
+/// # #[cfg(feature = "loki")] {
+/// use sinkwatch::{ErrorKind, LokiSink};
+///
+/// // The scheme is missing, so `loki` reads as one.
+/// let err = LokiSink::builder("loki:3100")
+///     .label("service_name", "checkout")
+///     .build()
+///     .unwrap_err();
 /// assert_eq!(err.kind(), ErrorKind::Config);
-/// assert!(err.to_string().contains("endpoint URL is empty"));
+/// assert!(err.is_config());
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid configuration: the Loki URL must be http:// or https://, not loki://"
+/// );
+/// # }
 /// ```
 pub struct Error {
     inner: Box<Inner>,
@@ -63,7 +76,7 @@ struct Inner {
 
 impl Error {
     /// Creates an error of the given kind with a message.
-    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             inner: Box::new(Inner {
                 kind,
@@ -74,18 +87,21 @@ impl Error {
     }
 
     /// Creates a configuration error: a builder was given a value it cannot use.
-    pub fn config(message: impl Into<String>) -> Self {
+    pub(crate) fn config(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Config, message)
     }
 
     /// Creates an I/O error with a message saying what was being done, and its cause.
-    pub fn io(message: impl Into<String>, source: std::io::Error) -> Self {
+    pub(crate) fn io(message: impl Into<String>, source: std::io::Error) -> Self {
         Self::new(ErrorKind::Io, message).with_source(source)
     }
 
     /// Attaches the underlying cause.
     #[must_use]
-    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         self.inner.source = Some(Box::new(source));
         self
     }

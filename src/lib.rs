@@ -85,6 +85,8 @@ mod guard;
 mod layer;
 mod queue;
 pub mod record;
+// Hidden: everything in it is re-exported below; it holds the sinks' 0.1 paths, deprecated.
+#[doc(hidden)]
 pub mod sink;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -96,10 +98,13 @@ pub use guard::ShutdownGuard;
 pub use layer::SinkLayer;
 pub use record::{Record, SpanInfo, Value};
 #[cfg(feature = "file")]
-pub use sink::file::{FileSink, FileSinkBuilder};
+pub use sink::file_sink::{
+    Clock, Compression, FileSink, FileSinkBuilder, FileWriter, Format, FsyncPolicy, ManualClock,
+    SystemClock, TimeZone,
+};
 #[cfg(feature = "loki")]
-pub use sink::loki::{LokiSink, LokiSinkBuilder};
-pub use sink::Sink;
+pub use sink::loki_sink::{Encoding, LineFormat, LokiSink, LokiSinkBuilder, LongLines};
+pub use sink::{BoxFuture, Sink};
 pub use worker::{OverflowPolicy, ShutdownReport, SinkStats};
 
 /// Guides: the long-form documentation from `docs/`, readable in rustdoc.

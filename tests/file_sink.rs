@@ -11,10 +11,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sinkwatch::events::{self, reason, rotation_reason};
-use sinkwatch::sink::file::{Compression, FileSink, FsOp, FsyncPolicy, ManualClock};
-use sinkwatch::sink::Sink;
+use sinkwatch::testing::FsOp;
 use sinkwatch::testing::{self, CapturedEvent, Matcher};
 use sinkwatch::OverflowPolicy;
+use sinkwatch::Sink;
+use sinkwatch::{Compression, FileSink, FsyncPolicy, ManualClock};
 
 use support::{census, files, ids, json_lines, names, read_any, record, seqs, wait_total};
 
@@ -1169,7 +1170,7 @@ async fn control_characters_never_break_a_text_line() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     let sink = FileSink::builder(dir.path())
-        .format(sinkwatch::sink::file::Format::Text)
+        .format(sinkwatch::Format::Text)
         .build()
         .unwrap();
     sink.try_write(hostile_record()).unwrap();

@@ -14,8 +14,9 @@ use std::sync::{mpsc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sinkwatch::events;
-use sinkwatch::sink::file::{Compression, FileSink, FsOp, ManualClock};
+use sinkwatch::testing::FsOp;
 use sinkwatch::testing::{self, Matcher};
+use sinkwatch::{Compression, FileSink, ManualClock};
 use sinkwatch::{OverflowPolicy, Record};
 
 use support::{census, ids, names, read_any, record, seqs, wait_total};

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use sinkwatch::events;
-use sinkwatch::testing::receiver::{Fault, LokiReceiver};
 use sinkwatch::testing::{self, Matcher};
+use sinkwatch::testing::{Fault, LokiReceiver};
 use sinkwatch::{FileSink, LokiSink, Record, ShutdownGuard};
 use tracing::Level;
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 use sinkwatch::events;
-use sinkwatch::testing::receiver::LokiReceiver;
+use sinkwatch::testing::LokiReceiver;
 use sinkwatch::testing::{self, Matcher};
 use sinkwatch::{FileSink, LokiSink, SinkLayer};
 use tracing_subscriber::filter::filter_fn;

@@ -7,9 +7,9 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sinkwatch::events::{self, reason};
-use sinkwatch::sink::file::{Clock, ManualClock};
-use sinkwatch::sink::BoxFuture;
 use sinkwatch::testing::{self, Matcher, Watcher};
+use sinkwatch::BoxFuture;
+use sinkwatch::{Clock, ManualClock};
 use sinkwatch::{ErrorKind, FileSink, Record, ShutdownGuard, SinkLayer};
 use tracing::Level;
 use tracing_subscriber::layer::SubscriberExt as _;

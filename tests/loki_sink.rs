@@ -9,10 +9,10 @@ mod support;
 use std::time::{Duration, Instant};
 
 use sinkwatch::events::{self, reason};
-use sinkwatch::sink::loki::{Encoding, LongLines};
-use sinkwatch::testing::receiver::{Fault, LokiReceiver};
 use sinkwatch::testing::{self, Matcher};
+use sinkwatch::testing::{Fault, LokiReceiver};
 use sinkwatch::OverflowPolicy;
+use sinkwatch::{Encoding, LongLines};
 use support::{assert_identity, drops, ev, nanos, pushed, receiver, record, sink_for};
 
 #[tokio::test]
@@ -184,7 +184,7 @@ async fn a_400_is_reported_with_lokis_message_and_never_resent() {
     assert_identity(&sink);
 }
 
-async fn not_retried(receiver: LokiReceiver, sink: sinkwatch::sink::loki::LokiSink, status: u64) {
+async fn not_retried(receiver: LokiReceiver, sink: sinkwatch::LokiSink, status: u64) {
     let mut events = testing::watch();
     sink.try_write(record("refused")).unwrap();
     sink.flush().await.unwrap();

@@ -9,8 +9,8 @@ mod support;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
-use sinkwatch::sink::loki::{Encoding, LokiSink};
-use sinkwatch::testing::receiver::LokiReceiver;
+use sinkwatch::testing::LokiReceiver;
+use sinkwatch::{Encoding, LokiSink};
 use support::record;
 
 fn any_text() -> impl Strategy<Value = String> {

@@ -9,8 +9,8 @@
 mod support;
 
 use sinkwatch::events;
-use sinkwatch::sink::loki::{LokiSink, LokiSinkBuilder};
 use sinkwatch::testing;
+use sinkwatch::{LokiSink, LokiSinkBuilder};
 use support::{ev, event_text, record};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;

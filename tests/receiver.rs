@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sinkwatch::testing::receiver::LokiReceiver;
+use sinkwatch::testing::LokiReceiver;
 
 const WAIT: Duration = Duration::from_secs(30);
 const JSON: &str = "application/json";

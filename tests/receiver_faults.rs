@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sinkwatch::testing::receiver::{Fault, LokiReceiver};
+use sinkwatch::testing::{Fault, LokiReceiver};
 
 const WAIT: Duration = Duration::from_secs(30);
 

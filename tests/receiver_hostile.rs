@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue};
-use sinkwatch::testing::receiver::LokiReceiver;
+use sinkwatch::testing::LokiReceiver;
 
 /// A small deterministic generator, so a failure can be replayed.
 struct XorShift(u64);

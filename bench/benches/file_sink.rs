@@ -27,7 +27,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use sinkwatch::sink::file::{Compression, FileSink};
+use sinkwatch::{Compression, FileSink};
 use sinkwatch::{OverflowPolicy, Record};
 use tracing::Level;
 use tracing_subscriber::layer::SubscriberExt as _;

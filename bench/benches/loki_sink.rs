@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sinkwatch::sink::loki::{LokiSink, LokiSinkBuilder};
-use sinkwatch::testing::receiver::LokiReceiver;
+use sinkwatch::testing::LokiReceiver;
+use sinkwatch::{LokiSink, LokiSinkBuilder};
 use sinkwatch::{OverflowPolicy, SinkLayer};
 use tracing_subscriber::layer::SubscriberExt as _;
 

@@ -41,6 +41,8 @@ use std::sync::OnceLock;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
+#[cfg(feature = "file")]
+pub use crate::sink::file_sink::{FaultHook, FsFaultHook, FsOp};
 pub use capture::{CaptureLayer, CapturedEvent, FieldValue};
 pub use matcher::Matcher;
 pub use receiver::{

@@ -6,10 +6,10 @@
 use std::time::{Duration, SystemTime};
 
 use sinkwatch::events::{self, SinkId};
-use sinkwatch::sink::loki::{LineFormat, LokiSink, LokiSinkBuilder};
-use sinkwatch::testing::receiver::LokiReceiver;
+use sinkwatch::testing::LokiReceiver;
 use sinkwatch::testing::{self, CapturedEvent, Matcher, Watcher};
 use sinkwatch::Record;
+use sinkwatch::{LineFormat, LokiSink, LokiSinkBuilder};
 use tracing::Level;
 
 /// Installs the capturing subscriber and starts a receiver (auth off: tenant `fake`).

@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 /// A test hook standing in front of every `write(2)` the sink makes: given the length of
 /// the write, it answers how many bytes may go through (a partial write when less), or an
-/// error to fail the write with (disk full, I/O error).
-#[doc(hidden)]
+/// error to fail the write with (disk full, I/O error). Installed by
+/// [`FileSinkBuilder::fault_hook`](crate::FileSinkBuilder::fault_hook).
 pub type FaultHook = Arc<dyn Fn(usize) -> io::Result<usize> + Send + Sync>;
 
-/// A file-system operation other than a write that [`FsFaultHook`] can fail.
-#[doc(hidden)]
+/// A file-system operation other than a write that [`FsFaultHook`] can fail (see
+/// [`FileSinkBuilder::fs_fault_hook`](crate::FileSinkBuilder::fs_fault_hook)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FsOp {
@@ -30,8 +30,8 @@ pub enum FsOp {
 
 /// A test hook standing in front of syncs, retention's removals and its directory listing,
 /// and each chunk a compression reads: an error fails the operation with it (the operation
-/// is not attempted); a hook that blocks holds the operation up.
-#[doc(hidden)]
+/// is not attempted); a hook that blocks holds the operation up. Installed by
+/// [`FileSinkBuilder::fs_fault_hook`](crate::FileSinkBuilder::fs_fault_hook).
 pub type FsFaultHook = Arc<dyn Fn(FsOp, &Path) -> io::Result<()> + Send + Sync>;
 
 /// Runs `hook` (if any) for `op` on `path`.

@@ -31,7 +31,7 @@ use crate::{Error, OverflowPolicy, Result};
 ///
 /// ```
 /// use std::time::Duration;
-/// use sinkwatch::sink::file::{Compression, FileSink};
+/// use sinkwatch::{Compression, FileSink};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let sink = FileSink::builder(dir.path())
@@ -230,8 +230,38 @@ impl FileSinkBuilder {
         self
     }
 
-    /// Puts a hook in front of every write, for fault-injection tests: see `FaultHook`.
-    #[doc(hidden)]
+    /// Puts a hook in front of every write the sink makes, for fault-injection tests
+    /// (feature `testing`).
+    ///
+    /// The hook is given the length of each write and answers how many bytes may go
+    /// through (fewer makes a partial write) or an error to fail the write with, as a full
+    /// disk would. The sink then behaves as it does on a real failure: a `write_failed`
+    /// event, the records reported dropped, and a retry on the next write. By default there
+    /// is no hook. See [`FaultHook`](crate::testing::FaultHook).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sinkwatch::{FileSink, Record};
+    /// use tracing::Level;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// // Every write fails, as on a full disk.
+    /// let sink = FileSink::builder(dir.path())
+    ///     .fault_hook(|_len| Err(std::io::Error::other("no space left on device")))
+    ///     .build()?;
+    /// sink.try_write(Record::new(Level::INFO, "lost"))?;
+    /// sink.flush().await?;
+    /// let stats = sink.stats();
+    /// assert_eq!((stats.delivered, stats.dropped), (0, 1));
+    /// sink.shutdown(Duration::from_secs(5)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "testing")]
     pub fn fault_hook(
         mut self,
         hook: impl Fn(usize) -> std::io::Result<usize> + Send + Sync + 'static,
@@ -240,9 +270,42 @@ impl FileSinkBuilder {
         self
     }
 
-    /// Puts a hook in front of every sync of the active file and retention's listing and
-    /// removals, for fault-injection tests: see `FsFaultHook`.
-    #[doc(hidden)]
+    /// Puts a hook in front of the sink's other file-system operations, for
+    /// fault-injection tests (feature `testing`): each sync of the active file, retention's
+    /// directory listing and removals, and each chunk a compression reads.
+    ///
+    /// An error fails the operation with it (the operation is not attempted); a hook that
+    /// blocks holds the operation up, which lets a test act while, say, a compression is
+    /// under way. By default there is no hook. See [`FsOp`](crate::testing::FsOp) and
+    /// [`FsFaultHook`](crate::testing::FsFaultHook).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sinkwatch::testing::FsOp;
+    /// use sinkwatch::{FileSink, FsyncPolicy, Record};
+    /// use tracing::Level;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let sink = FileSink::builder(dir.path())
+    ///     .fsync(FsyncPolicy::OnFlush)
+    ///     .fs_fault_hook(|op, _path| match op {
+    ///         FsOp::Sync => Err(std::io::Error::other("injected sync failure")),
+    ///         _ => Ok(()),
+    ///     })
+    ///     .build()?;
+    /// sink.try_write(Record::new(Level::INFO, "written, not synced"))?;
+    /// // The flush still resolves; the failure is reported by a `sync_failed` event.
+    /// sink.flush().await?;
+    /// assert!(std::fs::read_to_string(sink.active_path())?.contains("not synced"));
+    /// sink.shutdown(Duration::from_secs(5)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "testing")]
     pub fn fs_fault_hook(
         mut self,
         hook: impl Fn(FsOp, &Path) -> std::io::Result<()> + Send + Sync + 'static,

@@ -17,7 +17,7 @@ use crate::sink::BoxFuture;
 /// # Examples
 ///
 /// ```
-/// use sinkwatch::sink::file::{Clock, SystemClock};
+/// use sinkwatch::{Clock, SystemClock};
 ///
 /// let clock = SystemClock;
 /// assert!(clock.now() > std::time::SystemTime::UNIX_EPOCH);
@@ -38,7 +38,7 @@ pub trait Clock: Send + Sync + 'static {
 /// # Examples
 ///
 /// ```
-/// use sinkwatch::sink::file::{FileSink, SystemClock};
+/// use sinkwatch::{FileSink, SystemClock};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let sink = FileSink::builder(dir.path()).clock(SystemClock).build()?;
@@ -77,7 +77,7 @@ impl Clock for SystemClock {
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use sinkwatch::sink::file::{Clock, ManualClock};
+/// use sinkwatch::{Clock, ManualClock};
 ///
 /// let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
 /// let clock = ManualClock::new(start);

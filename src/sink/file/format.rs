@@ -9,7 +9,7 @@ use crate::record::{json, write_json_str, RecordRef, TimestampCache, ValueRef};
 /// # Examples
 ///
 /// ```
-/// use sinkwatch::sink::file::{FileSink, Format};
+/// use sinkwatch::{FileSink, Format};
 ///
 /// let builder = FileSink::builder("logs").format(Format::Text);
 /// # drop(builder);

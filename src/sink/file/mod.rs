@@ -14,7 +14,7 @@
 //! # Examples
 //!
 //! ```
-//! use sinkwatch::sink::file::FileSink;
+//! use sinkwatch::FileSink;
 //! use sinkwatch::Record;
 //! use tracing::Level;
 //!
@@ -49,7 +49,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub use active::{FaultHook, FsFaultHook, FsOp};
 pub use builder::FileSinkBuilder;
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -68,7 +68,7 @@ use crate::{Error, ErrorKind, Record, Result, ShutdownReport, SinkStats};
 /// # Examples
 ///
 /// ```
-/// use sinkwatch::sink::file::{Compression, FileSink};
+/// use sinkwatch::{Compression, FileSink};
 ///
 /// let builder = FileSink::builder("logs").compression(Compression::Gzip);
 /// # drop(builder);
@@ -91,7 +91,7 @@ pub enum Compression {
 /// # Examples
 ///
 /// ```
-/// use sinkwatch::sink::file::{FileSink, FsyncPolicy};
+/// use sinkwatch::{FileSink, FsyncPolicy};
 ///
 /// let builder = FileSink::builder("logs").fsync(FsyncPolicy::OnRotation);
 /// # drop(builder);
@@ -117,7 +117,7 @@ pub enum FsyncPolicy {
 /// # Examples
 ///
 /// ```
-/// use sinkwatch::sink::file::FileSink;
+/// use sinkwatch::FileSink;
 /// use sinkwatch::Record;
 /// use tracing::Level;
 ///
@@ -155,7 +155,7 @@ impl FileSink {
     /// # Examples
     ///
     /// ```
-    /// use sinkwatch::sink::file::FileSink;
+    /// use sinkwatch::FileSink;
     ///
     /// let dir = tempfile::tempdir()?;
     /// let sink = FileSink::builder(dir.path()).build()?;

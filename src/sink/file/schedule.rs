@@ -21,7 +21,7 @@ const NANOS: i128 = 1_000_000_000;
 ///
 /// ```
 /// use std::time::Duration;
-/// use sinkwatch::sink::file::{FileSink, TimeZone};
+/// use sinkwatch::{FileSink, TimeZone};
 ///
 /// // Rotate at local midnight.
 /// let builder = FileSink::builder("logs")

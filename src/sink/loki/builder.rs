@@ -42,7 +42,7 @@ const RESERVED: &[&str] = &[
 ///
 /// ```
 /// use std::time::Duration;
-/// use sinkwatch::sink::loki::{Encoding, LokiSink};
+/// use sinkwatch::{Encoding, LokiSink};
 ///
 /// let sink = LokiSink::builder("https://logs.example.com")
 ///     .label("service_name", "api")
@@ -277,7 +277,7 @@ impl LokiSinkBuilder {
     /// # Examples
     ///
     /// ```
-    /// use sinkwatch::sink::loki::LokiSink;
+    /// use sinkwatch::LokiSink;
     ///
     /// let builder = LokiSink::builder("https://logs.example.com")
     ///     .label("app", "demo")

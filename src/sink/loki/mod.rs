@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use sinkwatch::sink::loki::LokiSink;
+//! use sinkwatch::LokiSink;
 //! use sinkwatch::Record;
 //! use tracing::Level;
 //!
@@ -57,7 +57,7 @@ use crate::{Record, Result, ShutdownReport, SinkStats};
 /// # Examples
 ///
 /// ```
-/// use sinkwatch::sink::loki::{Encoding, LokiSink};
+/// use sinkwatch::{Encoding, LokiSink};
 ///
 /// let builder = LokiSink::builder("http://loki:3100").encoding(Encoding::JsonGzip);
 /// # drop(builder);
@@ -81,7 +81,7 @@ pub enum Encoding {
 /// # Examples
 ///
 /// ```
-/// use sinkwatch::sink::loki::{LineFormat, LokiSink};
+/// use sinkwatch::{LineFormat, LokiSink};
 ///
 /// let builder = LokiSink::builder("http://loki:3100").line_format(LineFormat::Message);
 /// # drop(builder);
@@ -104,7 +104,7 @@ pub enum LineFormat {
 /// # Examples
 ///
 /// ```
-/// use sinkwatch::sink::loki::{LokiSink, LongLines};
+/// use sinkwatch::{LokiSink, LongLines};
 ///
 /// let builder = LokiSink::builder("http://loki:3100").long_lines(LongLines::Drop);
 /// # drop(builder);
@@ -130,7 +130,7 @@ pub enum LongLines {
 ///
 /// ```
 /// use std::time::Duration;
-/// use sinkwatch::sink::loki::LokiSink;
+/// use sinkwatch::LokiSink;
 /// use sinkwatch::Record;
 /// use tracing::Level;
 ///
@@ -164,7 +164,7 @@ impl LokiSink {
     /// # Examples
     ///
     /// ```
-    /// use sinkwatch::sink::loki::LokiSink;
+    /// use sinkwatch::LokiSink;
     ///
     /// let sink = LokiSink::builder("http://loki:3100").label("app", "demo").build()?;
     /// assert!(sink.id().as_str().starts_with("loki-"));

@@ -27,7 +27,7 @@ use crate::Result;
 ///
 /// ```
 /// use std::time::{Duration, SystemTime};
-/// use sinkwatch::testing::receiver::LokiReceiver;
+/// use sinkwatch::testing::LokiReceiver;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> sinkwatch::Result<()> {
@@ -180,7 +180,7 @@ impl LokiReceiverBuilder {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use sinkwatch::testing::receiver::LokiReceiver;
+    /// use sinkwatch::testing::LokiReceiver;
     ///
     /// let builder = LokiReceiver::builder().read_timeout(Duration::from_secs(5));
     /// # drop(builder);
@@ -227,7 +227,7 @@ impl LokiReceiverBuilder {
     /// # Examples
     ///
     /// ```
-    /// use sinkwatch::testing::receiver::LokiReceiver;
+    /// use sinkwatch::testing::LokiReceiver;
     ///
     /// let builder = LokiReceiver::builder().max_connections(16);
     /// # drop(builder);

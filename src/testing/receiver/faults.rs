@@ -12,7 +12,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use sinkwatch::testing::receiver::Fault;
+/// use sinkwatch::testing::Fault;
 ///
 /// // 429 with a Retry-After header, after a 50 ms pause.
 /// let fault = Fault::status(429).retry_after("1").delayed(Duration::from_millis(50));

@@ -12,7 +12,7 @@
 //! Its decoding and label parsing are its own code, independent of the Loki sink's encoder.
 //!
 //! Also available standalone:
-//! `cargo run --features testing --example loki_receiver -- --listen 127.0.0.1:3100`.
+//! `cargo run -p sinkwatch-examples --example loki_receiver -- --listen 127.0.0.1:3100`.
 
 mod builder;
 mod decode;
@@ -48,7 +48,7 @@ use server::{lock, Shared};
 ///
 /// ```
 /// use std::time::Duration;
-/// use sinkwatch::testing::receiver::LokiReceiver;
+/// use sinkwatch::testing::LokiReceiver;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -9,7 +9,7 @@ use std::io::{BufWriter, Read as _, Write as _};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use sinkwatch::sink::file::Compression;
+use sinkwatch::Compression;
 use sinkwatch::{FileSink, SinkLayer};
 use tracing_subscriber::layer::SubscriberExt as _;
 
