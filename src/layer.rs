@@ -17,8 +17,8 @@ use crate::record::compact::{self, FieldWriter};
 use crate::sink::Sink;
 use crate::worker::{self, Patience};
 
-/// A `tracing_subscriber::Layer` that turns each event into a [`Record`] and hands it to
-/// one or more sinks.
+/// A `tracing_subscriber::Layer` that turns each event into a record (as [`Record`](crate::Record)
+/// describes one, in a compact form) and hands it to one or more sinks.
 ///
 /// - **Cheap for the caller, with bounded backpressure.** The event is captured (time,
 ///   level, typed field values, optionally the span chain and file/line) into a compact

@@ -17,7 +17,7 @@ use crate::record::{json, write_json_str, RecordRef, TimestampCache, ValueRef};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Format {
-    /// One JSON object per line, as [`Record::write_json`] writes it. The default.
+    /// One JSON object per line, as [`Record::write_json`](crate::Record::write_json) writes it. The default.
     #[default]
     Json,
     /// Human-readable text: `time LEVEL target: message key=value …`. Strings that contain
