@@ -91,7 +91,8 @@ pub enum Encoding {
 pub enum LineFormat {
     /// The whole record as one JSON object, as [`Record::write_json`] writes it but
     /// without the timestamp (the entry's own timestamp is the record's time): query it
-    /// with `LogQL`'s `| json`. The default.
+    /// with `LogQL`'s `| json`. A line cut by [`LongLines::Truncate`] is no longer valid
+    /// JSON. The default.
     #[default]
     Json,
     /// The record's message alone; fields reach Loki only as labels or structured metadata.
