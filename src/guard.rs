@@ -123,9 +123,11 @@ async fn shutdown_all(sinks: &[Arc<dyn Sink>], timeout: Duration) -> Vec<(SinkId
     let deadline = later(timeout);
     let tail = (timeout / 10).min(Duration::from_millis(250));
     let n = sinks.len();
+    // Sink `i` gets `tail` less per sink registered before it: the first-registered,
+    // closing last, keeps the whole deadline.
     let deadlines: Vec<Instant> = (0..n)
         .map(|i| {
-            let steps = u32::try_from(n - 1 - i).unwrap_or(u32::MAX);
+            let steps = u32::try_from(i).unwrap_or(u32::MAX);
             deadline
                 .checked_sub(tail.saturating_mul(steps))
                 .unwrap_or(deadline)
