@@ -110,8 +110,9 @@ pub(crate) struct Chunk {
     metas: Vec<&'static Metadata<'static>>,
     records: VecDeque<Record>,
     acks: VecDeque<FlushAck>,
-    /// Live records (events, records, lines) in the chunk.
+    /// Live records (events, records, lines) in the chunk, and the bytes they count at.
     live: usize,
+    counted: usize,
     /// Where drop-oldest looks for the next victim.
     evict_at: usize,
 }
@@ -184,6 +185,7 @@ impl Chunk {
         self.records.clear();
         self.acks.clear();
         self.live = 0;
+        self.counted = 0;
         self.evict_at = 0;
         if self.bytes.capacity() > KEEP {
             self.bytes.shrink_to(KEEP);
@@ -437,6 +439,7 @@ impl Queue {
                 };
                 self.used_bytes -= freed;
                 self.used_records -= 1;
+                self.pending.counted -= freed;
                 self.counts.dropped += 1;
                 self.counts.unreported_oldest += 1;
             }
@@ -450,6 +453,7 @@ impl Queue {
             Put::Line(line) => self.pending.push_line(line),
             Put::Record(record) => self.pending.push_record(*record, size),
         }
+        self.pending.counted += size;
         self.used_bytes += size;
         self.used_records += 1;
         self.counts.accepted += 1;
@@ -470,6 +474,7 @@ impl Queue {
         }
         let was_empty = self.pending.is_empty();
         self.pending.push_event(entry, metas);
+        self.pending.counted += size;
         self.used_bytes += size;
         self.used_records += 1;
         self.counts.accepted += 1;
@@ -514,18 +519,32 @@ impl Queue {
     }
 
     /// Hands everything pending to the worker: swaps it with `into` (which must be empty).
-    /// The records stay counted against the bound until [`release`](Self::release)d.
+    /// The records stay counted against the bound until [`release`](Self::release)d,
+    /// except under drop-oldest: records the worker holds can no longer be evicted, so they
+    /// must not keep newer ones out (memory can then reach twice the bound).
     pub(crate) fn take(&mut self, into: &mut Chunk) -> bool {
         if self.pending.is_empty() {
             return false;
         }
         std::mem::swap(&mut self.pending, into);
+        if self.config.policy == OverflowPolicy::DropOldest {
+            self.unreserve(into.live, into.counted);
+        }
         true
     }
 
     /// The worker is done with `records` records counted at `bytes`. Returns true if a
     /// waiting producer may now fit.
     pub(crate) fn release(&mut self, records: usize, bytes: usize) -> bool {
+        if self.config.policy == OverflowPolicy::DropOldest {
+            // Released when taken.
+            return self.unreserve(0, 0);
+        }
+        self.unreserve(records, bytes)
+    }
+
+    /// Takes `records` and `bytes` off the bound; true if a waiting producer may now fit.
+    fn unreserve(&mut self, records: usize, bytes: usize) -> bool {
         self.used_records = self.used_records.saturating_sub(records);
         self.used_bytes = self.used_bytes.saturating_sub(bytes);
         if self.shedding
@@ -599,7 +618,7 @@ impl Queue {
         }
         chunk.clear();
         self.pending = chunk;
-        self.release(records, bytes);
+        self.unreserve(records, bytes);
         self.dropped(records as u64, why);
         (records as u64, acks)
     }
@@ -690,6 +709,23 @@ mod tests {
         let s = q.stats();
         assert_eq!((s.accepted, s.dropped), (4, 2));
         assert_eq!(q.take_reports().0[1], (2, reason::BUFFER_FULL_OLDEST));
+    }
+
+    #[test]
+    fn drop_oldest_does_not_let_records_the_worker_holds_keep_newer_ones_out() {
+        let mut q = Queue::new(config(2, 1 << 20, OverflowPolicy::DropOldest));
+        line(&mut q, "a").unwrap();
+        line(&mut q, "b").unwrap();
+        let mut chunk = Chunk::default();
+        q.take(&mut chunk);
+        for t in ["c", "d", "e"] {
+            line(&mut q, t).unwrap();
+        }
+        let mut next = Chunk::default();
+        q.take(&mut next);
+        assert_eq!(lines(&mut next), ["d", "e"], "the newest are kept");
+        q.release(2, 12);
+        assert_eq!(q.stats().dropped, 1);
     }
 
     #[test]

@@ -389,7 +389,8 @@ impl LokiSinkBuilder {
     /// encoded and sent while earlier ones wait for Loki. Entries of one stream may then
     /// arrive out of order by a few requests, which Loki accepts since 2.4
     /// (`unordered_writes`, the default); for an older Loki, or one configured for ordered
-    /// writes, use 1. Must be at least 1.
+    /// writes, use 1. While a request is retrying (an outage, an overload), only one is in
+    /// flight, whatever this says. Must be at least 1.
     pub fn max_in_flight(mut self, requests: usize) -> Self {
         self.max_in_flight = requests;
         self

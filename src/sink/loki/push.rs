@@ -40,6 +40,11 @@ pub(super) struct Pusher {
     /// No attempt starts before this: a `Retry-After` from Loki holds every request, not
     /// only the one it answered.
     pause: Mutex<Option<Instant>>,
+    /// Requests between a failed attempt and their settling: while any is retrying, Loki is
+    /// in trouble and the worker starts no more than one request at a time.
+    retrying: std::sync::atomic::AtomicUsize,
+    /// Wakes the worker when a request starts retrying, so it stops taking more work.
+    pub(super) trouble: tokio::sync::Notify,
 }
 
 impl Pusher {
@@ -57,7 +62,14 @@ impl Pusher {
             timeout,
             retry,
             pause: Mutex::new(None),
+            retrying: std::sync::atomic::AtomicUsize::new(0),
+            trouble: tokio::sync::Notify::new(),
         }
+    }
+
+    /// True while some request is retrying.
+    pub(super) fn in_trouble(&self) -> bool {
+        self.retrying.load(std::sync::atomic::Ordering::Acquire) > 0
     }
 
     fn paused_until(&self) -> Option<Instant> {
@@ -87,13 +99,21 @@ pub(super) async fn shutdown_cut(consumer: &Consumer) {
 }
 
 /// Pushes one part until it is delivered, rejected, out of retries or cut by shutdown.
-pub(super) async fn push(p: Arc<Pusher>, part: Part, mut rng: Rng) {
+pub(super) async fn push(p: Arc<Pusher>, part: Part, rng: Rng) {
+    let mut retried = false;
+    push_until_settled(&p, &part, rng, &mut retried).await;
+    if retried {
+        p.retrying.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+async fn push_until_settled(p: &Pusher, part: &Part, mut rng: Rng, retried: &mut bool) {
     let mut last = Outcome::default();
     let mut attempt: u32 = 0;
     loop {
         if let Some(at) = p.paused_until() {
-            if !backoff(&p, at).await {
-                return give_up_at_shutdown(&p, &part, attempt, &last);
+            if !backoff(p, at).await {
+                return give_up_at_shutdown(p, part, attempt, &last);
             }
         }
         attempt += 1;
@@ -103,19 +123,19 @@ pub(super) async fn push(p: Arc<Pusher>, part: Part, mut rng: Rng) {
         let outcome = tokio::select! {
             biased;
             () = shutdown_cut(&p.consumer) => {
-                return give_up_at_shutdown(&p, &part, attempt - 1, &last);
+                return give_up_at_shutdown(p, part, attempt - 1, &last);
             }
-            outcome = attempt_once(&p, part.body.clone()) => outcome,
+            outcome = attempt_once(p, part.body.clone()) => outcome,
         };
-        let Err(delay) = judge(&p, &part, attempt, &outcome, started, &mut rng) else {
+        let Err(delay) = judge(p, part, attempt, &outcome, started, &mut rng, retried) else {
             return;
         };
         let until = later(delay);
         if outcome.retry_after.is_some() {
             p.pause_until(until);
         }
-        if !backoff(&p, until).await {
-            return give_up_at_shutdown(&p, &part, attempt, &outcome);
+        if !backoff(p, until).await {
+            return give_up_at_shutdown(p, part, attempt, &outcome);
         }
         last = outcome;
     }
@@ -129,6 +149,7 @@ fn judge(
     o: &Outcome,
     started: Instant,
     rng: &mut Rng,
+    retried: &mut bool,
 ) -> Result<(), Duration> {
     let id = p.consumer.id();
     let verdict = if o.status == 0 {
@@ -162,6 +183,12 @@ fn judge(
         Verdict::NotRetryable => fail(reason::NOT_RETRYABLE),
         Verdict::Retry if attempt > p.retry.max_retries => fail(reason::RETRIES_EXHAUSTED),
         Verdict::Retry => {
+            if !*retried {
+                // Before the event: whoever sees `push_retry` sees the worker hold back.
+                *retried = true;
+                p.retrying.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                p.trouble.notify_one();
+            }
             let delay = p.retry.delay(attempt, o.retry_after, rng);
             let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
             let status = u64::from(o.status);

@@ -134,8 +134,14 @@ impl Worker {
                 joined = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     settle(joined);
                 }
+                // A request started retrying: look again at how many may be in flight.
+                () = self.pusher.trouble.notified() => {}
                 () = wait_until(due) => self.send_batch().await,
-                received = self.consumer.recv(&mut chunk) => match received {
+                // Take more from the queue only with a request slot free: records left in
+                // the queue can still be evicted (`DropOldest`) or shed, and the queue's
+                // bound, not the worker, holds the backlog during an outage.
+                received = self.consumer.recv(&mut chunk),
+                    if self.in_flight.len() < self.allowed_in_flight() => match received {
                     Recv::Items => self.process(&mut chunk).await,
                     // The queue is closed and drained: every handle is gone, or a shutdown
                     // closed it (racing the branch above), whose deadline then still holds.
@@ -221,6 +227,17 @@ impl Worker {
         self.report_tally();
     }
 
+    /// Requests that may be in flight now: all of `max_in_flight` while Loki answers, one
+    /// while a request is retrying (an outage or overload: more requests would only hold
+    /// more records that `DropOldest` could otherwise replace, and load a struggling Loki).
+    fn allowed_in_flight(&self) -> usize {
+        if self.pusher.in_trouble() {
+            1
+        } else {
+            self.max_in_flight
+        }
+    }
+
     /// Waits for every request in flight to settle (a flush's promise).
     async fn drain_in_flight(&mut self) {
         while !self.in_flight.is_empty() {
@@ -289,7 +306,7 @@ impl Worker {
         let mut parts = Vec::new();
         self.encode_split(batch, &mut parts);
         for part in parts {
-            while self.in_flight.len() >= self.max_in_flight {
+            while self.in_flight.len() >= self.allowed_in_flight() {
                 settle(self.in_flight.join_next().await);
             }
             let rng = Rng::new();
