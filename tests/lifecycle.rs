@@ -141,6 +141,57 @@ async fn a_panic_on_the_worker_is_caught_reported_and_fails_everyone_cleanly() {
     assert!(report.completed);
 }
 
+/// A user's clock that panics when read on the sink's blocking pool (where retention runs).
+#[derive(Clone)]
+struct PanicsOffTheWorker(ManualClock);
+
+impl Clock for PanicsOffTheWorker {
+    fn now(&self) -> SystemTime {
+        let name = std::thread::current().name().unwrap_or_default().to_owned();
+        assert!(!name.ends_with("-blocking"), "the clock broke on {name}");
+        self.0.now()
+    }
+
+    fn sleep_until(&self, at: SystemTime) -> BoxFuture<()> {
+        self.0.sleep_until(at)
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_a_maintenance_job_is_reported_and_the_sink_keeps_going() {
+    testing::init();
+    let dir = tempfile::tempdir().unwrap();
+    let clock = PanicsOffTheWorker(ManualClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    ));
+    let sink = FileSink::builder(dir.path())
+        .max_age(Duration::from_secs(3600))
+        .clock(clock)
+        .build()
+        .unwrap();
+    let mut seen = testing::watch();
+    sink.try_write(record(0)).unwrap();
+    sink.rotate().await.unwrap().unwrap();
+    let failed = seen
+        .wait(
+            Matcher::sink_event(sink.id(), events::retention_failed::NAME).field_where(
+                "error",
+                |v| matches!(v, testing::FieldValue::Str(t) if t.contains("maintenance job failed")),
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(
+        failed.str("error").unwrap().contains("the clock broke"),
+        "{failed}"
+    );
+    // The sink itself goes on.
+    sink.try_write(record(1)).unwrap();
+    sink.flush().await.unwrap();
+    let report = sink.shutdown(SHUTDOWN).await;
+    assert_eq!((report.stats.delivered, report.stats.dropped), (2, 0));
+}
+
 #[tokio::test]
 async fn a_flush_racing_shutdown_always_resolves() {
     testing::init();

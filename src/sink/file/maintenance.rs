@@ -83,9 +83,17 @@ impl Lane {
                 if ctx.stop.load(Ordering::Acquire) {
                     break;
                 }
-                let (ctx, pending) = (ctx.clone(), lane_pending.clone());
-                // A panic in a job (there should be none) must not stop the lane.
-                let _ = tokio::task::spawn_blocking(move || run(&ctx, &pending, job)).await;
+                let compressing = match &job {
+                    Job::Compress(path) => Some(path.clone()),
+                    _ => None,
+                };
+                let (job_ctx, pending) = (ctx.clone(), lane_pending.clone());
+                let done = tokio::task::spawn_blocking(move || run(&job_ctx, &pending, job)).await;
+                // A panic in a job (a user's `Clock`, say) must not stop the lane, nor pass
+                // unreported, nor leave a file marked pending (which would hold retention).
+                if let Err(e) = done {
+                    job_panicked(&ctx, &lane_pending, compressing, &e);
+                }
             }
         });
         Lane {
@@ -122,6 +130,23 @@ impl Lane {
             self.stop.store(true, Ordering::Release);
         }
         let _ = task.await;
+    }
+}
+
+/// Reports a job that panicked, as the failure of what it was doing.
+fn job_panicked(
+    ctx: &Context,
+    pending: &Pending,
+    compressing: Option<PathBuf>,
+    e: &tokio::task::JoinError,
+) {
+    let why = format!("the maintenance job failed: {e}");
+    match compressing {
+        Some(path) => {
+            lock(pending).remove(&path);
+            events::compression_failed(&ctx.id, &path.to_string_lossy(), &why);
+        }
+        None => events::retention_failed(&ctx.id, &ctx.dir.to_string_lossy(), &why),
     }
 }
 
