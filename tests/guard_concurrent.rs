@@ -1,7 +1,9 @@
 //! `ShutdownGuard` delivers on every sink at once: a Loki push stuck until the deadline
 //! does not keep the file sink (registered first, closed last) from writing its records.
 
-use std::sync::{mpsc, Mutex};
+#[path = "support/file.rs"]
+mod support;
+
 use std::time::Duration;
 
 use sinkwatch::events;
@@ -21,17 +23,9 @@ async fn a_stuck_loki_push_does_not_keep_the_file_sink_from_delivering() {
     receiver.push_fault(Fault::delay(Duration::from_secs(600)));
     let dir = tempfile::tempdir().unwrap();
     // The file worker's first write blocks until released: its other records wait queued.
-    let (entered_tx, entered_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let gate = Mutex::new(Some((entered_tx, release_rx)));
+    let (hook, entered_rx, release_tx) = support::write_gate();
     let file = FileSink::builder(dir.path())
-        .fault_hook(move |len| {
-            if let Some((entered, release)) = gate.lock().unwrap().take() {
-                entered.send(()).unwrap();
-                release.recv().unwrap();
-            }
-            Ok(len)
-        })
+        .fault_hook(hook)
         .build()
         .unwrap();
     let loki = LokiSink::builder(receiver.url())

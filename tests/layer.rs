@@ -5,6 +5,9 @@
 //! holding the layer under test; the sinks' events come from their worker threads and
 //! reach the global capture subscriber (`testing::init()`), which the waits use.
 
+#[path = "support/file.rs"]
+mod support;
+
 use std::path::Path;
 
 use serde_json::Value as Json;
@@ -158,26 +161,16 @@ async fn a_burst_through_the_layer_into_a_small_queue_loses_nothing() {
 
 #[tokio::test]
 async fn a_stalled_disk_holds_the_caller_once_then_the_sink_sheds_reports_and_recovers() {
-    use std::sync::mpsc;
-    use std::sync::Mutex;
     use std::time::{Duration, Instant};
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     // The worker's first write blocks until released: a disk that stalls.
-    let (entered_tx, entered_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let gate = Mutex::new(Some((entered_tx, release_rx)));
+    let (hook, entered_rx, release_tx) = support::write_gate();
     let bound = Duration::from_millis(50);
     let file = FileSink::builder(dir.path())
         .queue_capacity(4)
         .overflow(OverflowPolicy::Block(bound))
-        .fault_hook(move |len| {
-            if let Some((entered, release)) = gate.lock().unwrap().take() {
-                entered.send(()).unwrap();
-                release.recv().unwrap();
-            }
-            Ok(len)
-        })
+        .fault_hook(hook)
         .build()
         .unwrap();
     let mut seen = testing::watch();

@@ -2,8 +2,11 @@
 //! on the worker, flushes and writers racing shutdown, writes after shutdown, deadlines of
 //! any size — and the totals stay exact.
 
+#[path = "support/file.rs"]
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sinkwatch::events::{self, reason};
@@ -38,26 +41,6 @@ impl Clock for PanickyClock {
     }
 }
 
-/// A write hook that blocks the worker's first write until `release` is sent.
-#[allow(clippy::type_complexity)]
-fn gate() -> (
-    impl Fn(usize) -> std::io::Result<usize> + Send + Sync + 'static,
-    mpsc::Receiver<()>,
-    mpsc::Sender<()>,
-) {
-    let (entered_tx, entered_rx) = mpsc::channel::<()>();
-    let (release_tx, release_rx) = mpsc::channel::<()>();
-    let slot = Mutex::new(Some((entered_tx, release_rx)));
-    let hook = move |len| {
-        if let Some((entered, release)) = slot.lock().unwrap().take() {
-            entered.send(()).unwrap();
-            release.recv().unwrap();
-        }
-        Ok(len)
-    };
-    (hook, entered_rx, release_tx)
-}
-
 fn sum_dropped(seen: &Watcher, sink: &sinkwatch::SinkId, why: &str) -> u64 {
     seen.history()
         .iter()
@@ -79,7 +62,7 @@ async fn a_panic_on_the_worker_is_caught_reported_and_fails_everyone_cleanly() {
         inner: ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
         armed: armed.clone(),
     };
-    let (hook, entered, release) = gate();
+    let (hook, entered, release) = support::write_gate();
     let sink = FileSink::builder(dir.path())
         .max_file_size(64)
         .clock(clock)
@@ -303,7 +286,7 @@ fn futures_wait(seen: &mut Watcher, sink: &FileSink) -> (u64, u64, u64) {
 async fn undelivered_counts_what_the_deadline_cut() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
-    let (hook, entered, release) = gate();
+    let (hook, entered, release) = support::write_gate();
     let sink = FileSink::builder(dir.path())
         .fault_hook(hook)
         .build()

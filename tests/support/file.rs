@@ -141,3 +141,25 @@ pub fn census(dir: &Path) -> BTreeMap<(u64, u64), usize> {
     }
     seen
 }
+
+/// A write hook that blocks the worker's first write until `release` is sent: a stalled
+/// disk. Returns the hook, a receiver that says the worker is inside that write, and the
+/// release.
+#[allow(clippy::type_complexity)]
+pub fn write_gate() -> (
+    impl Fn(usize) -> std::io::Result<usize> + Send + Sync + 'static,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let slot = std::sync::Mutex::new(Some((entered_tx, release_rx)));
+    let hook = move |len| {
+        if let Some((entered, release)) = slot.lock().unwrap().take() {
+            entered.send(()).unwrap();
+            release.recv().unwrap();
+        }
+        Ok(len)
+    };
+    (hook, entered_rx, release_tx)
+}
