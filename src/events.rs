@@ -378,12 +378,28 @@ schema! {
     }
 
     /// Writes were refused because the sink was already closed (for example events logged
-    /// through `SinkLayer` by threads still running after `ShutdownGuard`). Refused records
-    /// were never accepted, so they are not in `sink_closed`'s totals; `SinkStats::refused`
-    /// counts them. Reported by the layer, at most once a second per sink.
+    /// through `SinkLayer` by threads still running after `ShutdownGuard`, or a `write`
+    /// after `shutdown`). Refused records were never accepted, so they are not in
+    /// `sink_closed`'s totals; `SinkStats::refused` counts them, and the counts of these
+    /// events add up to it: at most one report a second per sink, and a trailing burst is
+    /// reported once its second has passed.
     writes_refused: WARN {
         /// Writes refused since the last report.
         COUNT = count: u64,
+    }
+
+    /// A blocking shutdown (a dropped `ShutdownGuard`, `shutdown_blocking`, or the drop of
+    /// a sink's last handle) ran on a thread that drives a current-thread tokio runtime and
+    /// saw the sink make no progress: whatever that runtime serves (a test's mock server, a
+    /// Loki on the same runtime) cannot run while the thread blocks. The call stopped
+    /// waiting instead of sitting out the deadline; the sink goes on until its deadline and
+    /// reports what it could not deliver. Use the async form (`guard.shutdown().await`,
+    /// `sink.shutdown(timeout).await`) there.
+    shutdown_stalled: WARN {
+        /// Records still pending when the wait stopped.
+        PENDING = pending: u64,
+        /// How long the call waited, in milliseconds.
+        WAITED_MS = waited_ms: u64,
     }
 
     /// At start-up the active file ended in a torn line (the process was killed inside a

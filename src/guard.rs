@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::deadline::later;
-use crate::events::SinkId;
+use crate::pipe;
 use crate::sink::Sink;
-use crate::ShutdownReport;
+use crate::{ShutdownReport, SinkId};
 
 /// Shuts every registered sink down with a deadline when dropped (or when
 /// [`shutdown`](Self::shutdown) is called), so the last records before `main` returns are
@@ -22,6 +22,13 @@ use crate::ShutdownReport;
 /// until the sinks have finished or the deadline has passed (plus a short grace): that is
 /// its purpose. Each sink reports undelivered records with a `records_dropped` event
 /// (reason `shutdown`) and ends with `sink_closed`.
+///
+/// In async code, prefer [`shutdown`](Self::shutdown)`.await`: dropping the guard (or
+/// [`shutdown_blocking`](Self::shutdown_blocking)) blocks the thread, and on a thread that
+/// drives a current-thread runtime (a default `#[tokio::test]`) whatever that runtime
+/// serves cannot run meanwhile. There, a blocked shutdown that sees a network sink make no
+/// progress stops waiting instead of sitting out the deadline, and says so with a
+/// `shutdown_stalled` event; the sinks go on until their deadline.
 ///
 /// # Examples
 ///
@@ -39,6 +46,7 @@ use crate::ShutdownReport;
 /// assert_eq!(reports[0].1.undelivered, 0);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+#[must_use = "the guard shuts the sinks down when it is dropped: bind it to a variable (`let _guard = …`) that lives until the end of `main`"]
 pub struct ShutdownGuard {
     sinks: Vec<Arc<dyn Sink>>,
     timeout: Duration,
@@ -56,14 +64,12 @@ impl ShutdownGuard {
     }
 
     /// Adds a sink to shut down.
-    #[must_use]
     pub fn with_sink(mut self, sink: impl Sink) -> Self {
         self.sinks.push(Arc::new(sink));
         self
     }
 
     /// Sets how long shutdown may take in all (the sinks shut down concurrently).
-    #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -89,31 +95,82 @@ impl ShutdownGuard {
 
     /// Runs the shutdown on a helper thread with its own small runtime, so it works from
     /// any thread, inside an async runtime (a guard dropped in `async fn main`) or not.
+    ///
+    /// On a thread that drives a current-thread runtime with tasks of its own, the wait is
+    /// watched: once the network sinks make no progress for a while, it stops (see the
+    /// type's docs) and reports what it saw then.
     fn shutdown_on_helper(&self) -> Vec<(SinkId, ShutdownReport)> {
         let sinks = self.sinks.clone();
         let timeout = self.timeout;
-        std::thread::scope(|scope| {
-            let helper = scope.spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().build().ok()?;
-                Some(runtime.block_on(shutdown_all(&sinks, timeout)))
+        let (tx, rx) = std::sync::mpsc::channel();
+        let helper = std::thread::Builder::new()
+            .name("sinkwatch-shutdown".into())
+            .spawn(move || {
+                let reports = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .ok()
+                    .map(|rt| rt.block_on(shutdown_all(&sinks, timeout)));
+                let _ = tx.send(reports);
             });
-            helper.join().ok().flatten()
-        })
-        .unwrap_or_else(|| {
-            // No runtime could start: shut down one by one, each with the whole deadline.
-            let deadline = later(self.timeout);
-            self.sinks
-                .iter()
-                .rev()
-                .map(|s| {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    (s.id().clone(), s.shutdown_blocking(left))
-                })
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect()
-        })
+        if helper.is_err() {
+            return self.shutdown_one_by_one();
+        }
+        let watched =
+            pipe::blocks_a_runtime() && self.sinks.iter().any(|s| s.producer().is_remote());
+        if !watched {
+            return match rx.recv() {
+                Ok(Some(reports)) => reports,
+                _ => self.shutdown_one_by_one(),
+            };
+        }
+        let started = Instant::now();
+        let mut progress = pipe::Progress::new(started);
+        loop {
+            let now = Instant::now();
+            let wait = progress.next_look(now).saturating_duration_since(now);
+            match rx.recv_timeout(wait) {
+                Ok(Some(reports)) => return reports,
+                Ok(None) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return self.shutdown_one_by_one();
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            let settled = self.sinks.iter().map(|s| pipe::settled(&s.stats())).sum();
+            if progress.stalled(settled, Instant::now()) {
+                return self.report_stall(progress.waited());
+            }
+        }
+    }
+
+    /// Shuts down one sink at a time, each with what is left of the deadline: for when no
+    /// helper thread or runtime could start.
+    fn shutdown_one_by_one(&self) -> Vec<(SinkId, ShutdownReport)> {
+        let deadline = later(self.timeout);
+        let mut reports: Vec<_> = self
+            .sinks
+            .iter()
+            .rev()
+            .map(|s| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                (s.id().clone(), s.shutdown_blocking(left))
+            })
+            .collect();
+        reports.reverse();
+        reports
+    }
+
+    /// The wait stopped for want of progress: says so, and reports each sink as it is now.
+    fn report_stall(&self, waited: Duration) -> Vec<(SinkId, ShutdownReport)> {
+        self.sinks
+            .iter()
+            .map(|s| {
+                let report = s.producer().report_now();
+                if !report.completed {
+                    pipe::report_stall(s.id(), report.stats.pending(), waited);
+                }
+                (s.id().clone(), report)
+            })
+            .collect()
     }
 }
 
@@ -174,20 +231,10 @@ async fn wait_closed(
     done: &std::sync::atomic::AtomicBool,
     deadline: Instant,
 ) {
-    let timer = crate::deadline::until(deadline);
-    tokio::pin!(timer);
-    loop {
-        let notified = closed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if done.load(std::sync::atomic::Ordering::Acquire) {
-            return;
-        }
-        tokio::select! {
-            () = &mut notified => {}
-            () = &mut timer => return,
-        }
-    }
+    crate::deadline::wait_until(closed, Some(deadline), || {
+        done.load(std::sync::atomic::Ordering::Acquire)
+    })
+    .await;
 }
 
 /// Polls every future to completion, concurrently, keeping their order.

@@ -1,6 +1,6 @@
 //! The `tracing` layer that turns an application's events into records for the sinks.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,10 +12,9 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::events;
-use crate::queue::{self, EVENT_HEADER};
+use crate::pipe::{self, Patience, EVENT_HEADER};
 use crate::record::compact::{self, FieldWriter};
 use crate::sink::Sink;
-use crate::worker::{self, Patience};
 
 /// A `tracing_subscriber::Layer` that turns each event into a record (as [`Record`](crate::Record)
 /// describes one, in a compact form) and hands it to one or more sinks.
@@ -77,6 +76,11 @@ pub struct SinkLayer {
 }
 
 impl SinkLayer {
+    /// The longest an event waits for room in a sink's queue whose policy is
+    /// [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait) (under `Block(d)`, `d` bounds
+    /// the wait); past it the sink sheds load as `Block` does.
+    pub const MAX_WAIT: std::time::Duration = pipe::LAYER_MAX_WAIT;
+
     /// A layer feeding one sink.
     ///
     /// By default, records carry the span chain with its fields, no file/line, and other
@@ -147,7 +151,7 @@ impl SinkLayer {
             None
         };
         let Some(scope) = scope else {
-            queue::seal_event(&mut buf.bytes, buf.metas.len());
+            pipe::seal_event(&mut buf.bytes, buf.metas.len());
             return;
         };
         let mut count = 0_u8;
@@ -162,44 +166,7 @@ impl SinkLayer {
             count += 1;
         }
         buf.bytes[count_at] = count;
-        queue::seal_event(&mut buf.bytes, buf.metas.len());
-    }
-
-    /// A write was refused because `sink` is closed: report it when one is due.
-    fn refused(sink: &dyn Sink) {
-        if let Some(n) = sink.producer().refused_report() {
-            report_refused(sink.id().clone(), n);
-        }
-    }
-}
-
-/// Hands a `writes_refused` report to the reporter thread. An event emitted from inside a
-/// layer callback would be dropped by `tracing` (it does not re-enter a dispatcher), so the
-/// report is emitted from a thread of its own, to the global subscriber. Events on that
-/// thread are never fed back to any sink.
-fn report_refused(id: crate::SinkId, n: u64) {
-    use std::sync::mpsc::{channel, Sender};
-    use std::sync::{Mutex, OnceLock};
-    type Report = (crate::SinkId, u64);
-    static REPORTER: OnceLock<Option<Mutex<Sender<Report>>>> = OnceLock::new();
-    let reporter = REPORTER.get_or_init(|| {
-        let (tx, rx) = channel::<Report>();
-        std::thread::Builder::new()
-            .name("sinkwatch-reporter".into())
-            .spawn(move || {
-                REPORTING.with(|r| r.set(true));
-                for (id, n) in rx {
-                    events::writes_refused(&id, n);
-                }
-            })
-            .ok()
-            .map(|_| Mutex::new(tx))
-    });
-    if let Some(tx) = reporter {
-        let _ = tx
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .send((id, n));
+        pipe::seal_event(&mut buf.bytes, buf.metas.len());
     }
 }
 
@@ -220,8 +187,6 @@ std::thread_local! {
             metas: Vec::new(),
         })
     };
-    /// Set on the thread that emits the layer's `writes_refused` reports.
-    static REPORTING: Cell<bool> = const { Cell::new(false) };
 }
 
 impl fmt::Debug for SinkLayer {
@@ -284,7 +249,7 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if REPORTING.with(Cell::get) {
+        if pipe::on_reporter_thread() {
             return;
         }
         let own = event.metadata().target() == events::TARGET;
@@ -292,12 +257,12 @@ where
             return;
         }
         // Events of a sink's own work (on its worker threads) never go back to that sink.
-        let accepts = |s: &&Arc<dyn Sink>| !worker::on_worker_of(s.id());
+        let accepts = |s: &&Arc<dyn Sink>| !pipe::on_worker_of(s.id());
         if !self.sinks.iter().any(|s| accepts(&s)) {
             return;
         }
         // A sink's worker never waits for room in another sink's queue.
-        let patience = if worker::on_any_worker() {
+        let patience = if pipe::on_any_worker() {
             Patience::None
         } else {
             Patience::Bounded
@@ -307,10 +272,8 @@ where
             buf.metas.clear();
             self.capture(event, &ctx, buf);
             for sink in self.sinks.iter().filter(accepts) {
-                let put = sink.producer().put_event(&buf.bytes, &buf.metas, patience);
-                if put.is_err() {
-                    Self::refused(sink.as_ref());
-                }
+                // Refused by a closed sink: counted and reported (`writes_refused`) by it.
+                sink.producer().put_event(&buf.bytes, &buf.metas, patience);
             }
         };
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {

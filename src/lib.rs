@@ -83,19 +83,21 @@ pub mod error;
 pub mod events;
 mod guard;
 mod layer;
-mod queue;
+mod overflow;
+mod pipe;
 pub mod record;
 // Hidden: everything in it is re-exported below; it holds the sinks' 0.1 paths, deprecated.
 #[doc(hidden)]
 pub mod sink;
+mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
-mod worker;
 
 pub use error::{Error, ErrorKind, Result};
 pub use events::SinkId;
 pub use guard::ShutdownGuard;
 pub use layer::SinkLayer;
+pub use overflow::OverflowPolicy;
 pub use record::{Record, SpanInfo, Value};
 #[cfg(feature = "file")]
 pub use sink::file_sink::{
@@ -105,7 +107,7 @@ pub use sink::file_sink::{
 #[cfg(feature = "loki")]
 pub use sink::loki_sink::{Encoding, LineFormat, LokiSink, LokiSinkBuilder, LongLines};
 pub use sink::{BoxFuture, Sink};
-pub use worker::{OverflowPolicy, ShutdownReport, SinkStats};
+pub use stats::{ShutdownReport, SinkStats};
 
 /// Guides: the long-form documentation from `docs/`, readable in rustdoc.
 ///

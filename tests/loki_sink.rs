@@ -455,29 +455,6 @@ async fn shutdown_pushes_what_is_queued() {
 }
 
 #[tokio::test]
-async fn dropping_the_sink_does_not_block_and_the_worker_finishes() {
-    let receiver = receiver().await;
-    // A drop that waited for delivery would take at least this long: a wide margin
-    // against a loaded machine, unlike a bound of a few milliseconds.
-    receiver.push_fault(Fault::delay(Duration::from_secs(2)));
-    let mut events = testing::watch();
-    let sink = sink_for(&receiver).build().unwrap();
-    let id = sink.id().clone();
-    sink.try_write(record("orphan")).unwrap();
-    let started = Instant::now();
-    drop(sink);
-    let took = started.elapsed();
-    assert!(took < Duration::from_secs(1), "{took:?}");
-    let closed = events
-        .wait(ev(&id, events::sink_closed::NAME))
-        .timeout(Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(closed.u64("delivered"), Some(1));
-    assert_eq!(receiver.lines(), ["orphan"]);
-}
-
-#[tokio::test]
 async fn many_streams_from_a_field() {
     let receiver = receiver().await;
     let sink = sink_for(&receiver)

@@ -12,7 +12,7 @@ use crate::{Result, ShutdownReport, SinkStats};
 macro_rules! impl_sink_via_producer {
     ($handle:ty) => {
         impl $crate::sink::sealed::Sealed for $handle {
-            fn producer(&self) -> &$crate::worker::Producer {
+            fn producer(&self) -> &$crate::pipe::Producer {
                 &self.producer
             }
         }
@@ -147,7 +147,7 @@ pub(crate) mod sealed {
     /// Keeps [`Sink`](super::Sink) implemented by this crate's sinks only, so it can grow.
     pub trait Sealed {
         /// The handle side of the sink's queue.
-        fn producer(&self) -> &crate::worker::Producer;
+        fn producer(&self) -> &crate::pipe::Producer;
     }
 }
 

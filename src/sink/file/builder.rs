@@ -16,11 +16,12 @@ use super::schedule::{Schedule, TimeZone};
 use super::worker::{self, Parts};
 use super::{Compression, FileSink, Format, FsyncPolicy};
 use crate::events::SinkId;
-use crate::queue::QueueConfig;
-use crate::worker::{queue, spawn_worker};
+use crate::pipe::{self, spawn_worker, Limits, Settings};
 
 /// How long a writer waits for room in a full queue by default.
 const DEFAULT_MAX_BLOCK: Duration = Duration::from_secs(1);
+/// How long dropping the last handle waits for the sink to deliver and close, by default.
+const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(1);
 use crate::{Error, OverflowPolicy, Result};
 
 /// Configures and builds a [`FileSink`].
@@ -61,6 +62,7 @@ pub struct FileSinkBuilder {
     overflow: OverflowPolicy,
     queue_capacity: usize,
     queue_max_bytes: usize,
+    drop_timeout: Duration,
     clock: Arc<dyn Clock>,
     fault: Option<FaultHook>,
     fs_fault: Option<FsFaultHook>,
@@ -81,6 +83,8 @@ impl fmt::Debug for FileSinkBuilder {
             .field("format", &self.format)
             .field("overflow", &self.overflow)
             .field("queue_capacity", &self.queue_capacity)
+            .field("queue_max_bytes", &self.queue_max_bytes)
+            .field("drop_timeout", &self.drop_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -103,6 +107,7 @@ impl FileSinkBuilder {
             overflow: OverflowPolicy::Block(DEFAULT_MAX_BLOCK),
             queue_capacity: 65_536,
             queue_max_bytes: 4 * 1024 * 1024,
+            drop_timeout: DEFAULT_DROP_TIMEOUT,
             clock: Arc::new(SystemClock),
             fault: None,
             fs_fault: None,
@@ -220,6 +225,17 @@ impl FileSinkBuilder {
     /// typical events): with backpressure a small queue loses nothing and keeps memory low.
     pub fn queue_max_bytes(mut self, bytes: usize) -> Self {
         self.queue_max_bytes = bytes;
+        self
+    }
+
+    /// How long dropping the sink's last handle waits for it to write what is queued and
+    /// close, as `tracing-appender`'s `WorkerGuard` does: so the last records reach the
+    /// file, and a test's temporary directory is not removed under a worker still writing.
+    /// Past it the rest is reported dropped (reason `shutdown`). By default, 1 s;
+    /// `Duration::ZERO` lets the drop return at once (the worker still writes everything
+    /// queued, in the background). On a sink's worker thread the drop never waits.
+    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = timeout;
         self
     }
 
@@ -341,7 +357,12 @@ impl FileSinkBuilder {
         })?;
         let file = file.with_fs_fault(self.fs_fault.clone());
         let id = SinkId::new(self.name.as_deref().unwrap_or("file"));
-        let (producer, consumer) = queue(id.clone(), self.queue_config());
+        let settings = Settings {
+            limits: self.limits(),
+            drop_timeout: self.drop_timeout,
+            remote: false,
+        };
+        let (producer, consumer) = pipe::open(id.clone(), settings);
         let (control, control_rx) = mpsc::unbounded_channel();
         let schedule = self
             .rotate_every
@@ -376,8 +397,8 @@ impl FileSinkBuilder {
         Ok(FileSink::new(producer, control, active_path))
     }
 
-    fn queue_config(&self) -> QueueConfig {
-        QueueConfig {
+    fn limits(&self) -> Limits {
+        Limits {
             max_records: self.queue_capacity,
             max_bytes: self.queue_max_bytes,
             policy: self.overflow,

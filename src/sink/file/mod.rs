@@ -60,7 +60,7 @@ pub use writer::FileWriter;
 use self::worker::Control;
 use crate::deadline::later;
 use crate::events::SinkId;
-use crate::worker::{Patience, Producer};
+use crate::pipe::{Patience, Producer};
 use crate::{Error, ErrorKind, Record, Result, ShutdownReport, SinkStats};
 
 /// How rotated files are compressed.

@@ -1,7 +1,7 @@
 //! The file sink's worker: drains the queue in batches, formats, writes each batch with one
 //! `write(2)`, rotates, and hands compression and retention to the maintenance lane.
 //!
-//! It runs on the sink's own thread (see `crate::worker::spawn_worker`), so blocking file
+//! It runs on the sink's own thread (see `crate::pipe::spawn_worker`), so blocking file
 //! I/O here never stalls the application's runtime. Nothing in it panics: every failure
 //! becomes an event and, where records are lost, a `records_dropped` report.
 
@@ -19,10 +19,9 @@ use super::naming::{Naming, Stamp};
 use super::schedule::Schedule;
 use super::{Format, FsyncPolicy};
 use crate::events::{self, rotation_reason};
-use crate::queue::{Chunk, Entry};
+use crate::pipe::{Chunk, Consumer, Entry, Recv};
 use crate::record::{RecordRef, TimestampCache};
 use crate::sink::BoxFuture;
-use crate::worker::{Consumer, Recv};
 use crate::{Error, Result};
 
 /// Formatted bytes written with one `write(2)`: big enough that a busy sink makes few, large

@@ -6,7 +6,7 @@ use std::io;
 use tracing_subscriber::fmt::MakeWriter;
 
 use super::FileSink;
-use crate::worker::{self, Patience};
+use crate::pipe::{self, Patience};
 
 /// What [`FileSink`]'s `MakeWriter` hands the fmt layer for one event: it collects the
 /// formatted event and, when the fmt layer is done with it (on drop), queues it as one
@@ -34,16 +34,17 @@ impl io::Write for FileWriter {
 
 impl Drop for FileWriter {
     fn drop(&mut self) {
-        if self.buf.is_empty() || worker::on_worker_of(self.sink.id()) {
+        if self.buf.is_empty() || pipe::on_worker_of(self.sink.id()) {
             return;
         }
-        let patience = if worker::on_any_worker() {
+        let patience = if pipe::on_any_worker() {
             Patience::None
         } else {
             Patience::Bounded
         };
-        // A write refused because the sink is closed is counted in `stats().refused`.
-        let _ = self.sink.producer.put_line(&self.buf, patience);
+        // A write refused because the sink is closed is counted in `stats().refused` and
+        // reported by `writes_refused`.
+        self.sink.producer.put_line(&self.buf, patience);
     }
 }
 

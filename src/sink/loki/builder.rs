@@ -12,11 +12,12 @@ use super::retry::RetryPolicy;
 use super::worker::{self, Config};
 use super::{Encoding, LineFormat, LokiSink, LongLines};
 use crate::events::{self, SinkId};
-use crate::queue::QueueConfig;
-use crate::worker::{queue, spawn_worker};
+use crate::pipe::{self, spawn_worker, Limits, Settings};
 
 /// How long a writer waits for room in a full queue by default.
 const DEFAULT_MAX_BLOCK: Duration = Duration::from_millis(500);
+/// How long dropping the last handle waits for the sink to push and close, by default.
+const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(2);
 use crate::{Error, OverflowPolicy, Result};
 
 /// Loki's push path, added to a base URL.
@@ -80,6 +81,7 @@ pub struct LokiSinkBuilder {
     overflow: OverflowPolicy,
     queue_capacity: usize,
     queue_max_bytes: usize,
+    drop_timeout: Duration,
     error: Option<Error>,
 }
 
@@ -98,6 +100,9 @@ impl fmt::Debug for LokiSinkBuilder {
             .field("max_in_flight", &self.max_in_flight)
             .field("retry", &self.retry)
             .field("overflow", &self.overflow)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("queue_max_bytes", &self.queue_max_bytes)
+            .field("drop_timeout", &self.drop_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -125,6 +130,7 @@ impl LokiSinkBuilder {
             overflow: OverflowPolicy::Block(DEFAULT_MAX_BLOCK),
             queue_capacity: 65_536,
             queue_max_bytes: 64 * 1024 * 1024,
+            drop_timeout: DEFAULT_DROP_TIMEOUT,
             error: None,
         }
     }
@@ -446,6 +452,17 @@ impl LokiSinkBuilder {
         self
     }
 
+    /// How long dropping the sink's last handle waits for it to push what is queued and
+    /// close: so the last records reach Loki when a handle goes out of scope. Past it the
+    /// rest is reported dropped (reason `shutdown`), as a shutdown at that deadline would.
+    /// By default, 2 s; `Duration::ZERO` lets the drop return at once (the worker still
+    /// pushes everything queued, in the background). On a sink's worker thread the drop
+    /// never waits.
+    pub fn drop_timeout(mut self, timeout: Duration) -> Self {
+        self.drop_timeout = timeout;
+        self
+    }
+
     /// Checks the configuration, sets up the HTTP client and starts the sink's worker
     /// thread. Needs no tokio runtime and makes no connection.
     ///
@@ -468,14 +485,17 @@ impl LokiSinkBuilder {
             }
         }
         let config = self.worker_config(url)?;
-        let (producer, consumer) = queue(
-            id.clone(),
-            QueueConfig {
-                max_records: self.queue_capacity,
-                max_bytes: self.queue_max_bytes,
-                policy: self.overflow,
-            },
-        );
+        let limits = Limits {
+            max_records: self.queue_capacity,
+            max_bytes: self.queue_max_bytes,
+            policy: self.overflow,
+        };
+        let settings = Settings {
+            limits,
+            drop_timeout: self.drop_timeout,
+            remote: true,
+        };
+        let (producer, consumer) = pipe::open(id.clone(), settings);
         spawn_worker(&producer, worker::run(consumer, config))?;
         Ok(LokiSink::new(producer))
     }

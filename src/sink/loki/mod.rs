@@ -49,7 +49,7 @@ pub use builder::LokiSinkBuilder;
 
 use crate::deadline::later;
 use crate::events::SinkId;
-use crate::worker::{Patience, Producer};
+use crate::pipe::{Patience, Producer};
 use crate::{Record, Result, ShutdownReport, SinkStats};
 
 /// How push requests are encoded.

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use super::retry::{classify, parse_retry_after, RetryPolicy, Rng, Verdict};
 use crate::deadline::later;
 use crate::events::{self, reason};
-use crate::worker::Consumer;
+use crate::pipe::Consumer;
 
 /// How much of an error response is kept for events.
 const MESSAGE_LIMIT: usize = 1024;
@@ -118,7 +118,7 @@ async fn push_until_settled(p: &Pusher, part: &Part, mut rng: Rng, retried: &mut
         }
         attempt += 1;
         // Refusals pile up while an outage lasts; report them as they happen.
-        p.consumer.report_refusals();
+        p.consumer.report_drops();
         let started = Instant::now();
         let outcome = tokio::select! {
             biased;

@@ -1,7 +1,7 @@
 //! The Loki sink's worker: turns records into entries, batches them, and hands each full
 //! batch to a push task (`push.rs`), several in flight at once, accounting for every record.
 //!
-//! It runs on the sink's own thread and runtime (`crate::worker::spawn_worker`), so its
+//! It runs on the sink's own thread and runtime (`crate::pipe::spawn_worker`), so its
 //! timers are real time. Nothing here panics: every failure becomes an event and, where
 //! records are lost, a `records_dropped` report, so `accepted == delivered + dropped` holds
 //! whenever the worker is idle.
@@ -24,9 +24,8 @@ use super::push::{self, sleep_until, Part, Pusher};
 use super::retry::{RetryPolicy, Rng};
 use super::Encoding;
 use crate::events::{self, reason};
-use crate::queue::{Chunk, Entry};
+use crate::pipe::{Chunk, Consumer, Entry, Recv};
 use crate::record::RecordRef;
-use crate::worker::{Consumer, Recv};
 use crate::Record;
 
 /// Requests in flight at once by default: enough to hide a round trip behind encoding the

@@ -1,17 +1,20 @@
-//! The worker's side of a sink's queue: taking work, giving room back, settling records
-//! and reporting drops.
+//! The worker's side of a sink's pipe: taking work, giving room back, settling records and
+//! reporting drops.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{end, Shared};
-use crate::events::{self, reason, SinkId};
-use crate::queue::{Chunk, FlushAck};
+use super::chunk::{Chunk, FlushAck};
+use super::thread::end;
+use super::Shared;
+use crate::deadline::{self, Check};
+use crate::events::{self, reason};
+use crate::SinkId;
 
-/// The worker side of a queue (cloned for the worker's own tasks).
+/// The worker side of a pipe (cloned for the worker's own tasks).
 #[derive(Clone)]
 pub(crate) struct Consumer {
-    pub(super) shared: Arc<Shared>,
+    shared: Arc<Shared>,
 }
 
 /// What [`Consumer::recv`] found.
@@ -23,7 +26,26 @@ pub(crate) enum Recv {
     Closed,
 }
 
+/// Emits `records_dropped` for the drops the producers counted since the last call, and
+/// `queue_stalled` when a stall has ended. The lock is not held while emitting: a layer
+/// feeding this very sink may take it.
+pub(super) fn report(shared: &Shared) {
+    let reports = shared.lock().take_reports();
+    for (n, why) in reports.drops {
+        if n > 0 {
+            events::records_dropped(&shared.id, n, why);
+        }
+    }
+    if let Some(shed) = reports.stall_ended {
+        events::queue_stalled(&shared.id, shed);
+    }
+}
+
 impl Consumer {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Consumer { shared }
+    }
+
     pub(crate) fn id(&self) -> &SinkId {
         &self.shared.id
     }
@@ -35,17 +57,18 @@ impl Consumer {
     ///
     /// Cancel-safe: entries are only moved once the future resolves.
     pub(crate) async fn recv(&self, into: &mut Chunk) -> Recv {
-        loop {
-            let notified = self.shared.wake_worker.notified();
-            self.report_refusals();
-            if self.try_recv(into) {
-                return Recv::Items;
+        deadline::wait_on(&self.shared.wake_worker, || {
+            report(&self.shared);
+            let mut st = self.shared.lock();
+            if st.take(into) {
+                Check::Ready(Recv::Items)
+            } else if st.is_closed() {
+                Check::Ready(Recv::Closed)
+            } else {
+                Check::Until(None)
             }
-            if self.shared.lock().closed {
-                return Recv::Closed;
-            }
-            notified.await;
-        }
+        })
+        .await
     }
 
     /// Moves everything queued into `into` (which must be empty); true if anything was.
@@ -56,7 +79,7 @@ impl Consumer {
 
     /// True once the queue is closed (every handle dropped, or a shutdown asked for).
     pub(crate) fn is_closed(&self) -> bool {
-        self.shared.lock().closed
+        self.shared.lock().is_closed()
     }
 
     /// The worker is done with `records` records counted at `bytes`: room for writers.
@@ -64,23 +87,14 @@ impl Consumer {
         if records == 0 && bytes == 0 {
             return;
         }
-        if self.shared.lock().release(records, bytes) {
-            self.shared.wake_writers();
-        }
+        self.shared.lock().release(records, bytes);
+        self.shared.wake_writers();
     }
 
-    /// Emits `records_dropped` for refusals the producers counted since the last call, and
-    /// `queue_stalled` when a stall has ended.
-    pub(crate) fn report_refusals(&self) {
-        let (drops, stall) = self.shared.lock().take_reports();
-        for (n, why) in drops {
-            if n > 0 {
-                events::records_dropped(&self.shared.id, n, why);
-            }
-        }
-        if let Some(shed) = stall {
-            events::queue_stalled(&self.shared.id, shed);
-        }
+    /// Emits `records_dropped` for the drops the producers counted since the last call
+    /// (a full queue, eviction, shedding), and `queue_stalled` when a stall has ended.
+    pub(crate) fn report_drops(&self) {
+        report(&self.shared);
     }
 
     /// Records that `n` records were delivered.
@@ -100,8 +114,8 @@ impl Consumer {
 
     /// Completes a flush marker: emits pending drop reports, then `flush_complete`.
     pub(crate) fn complete_flush(&self, ack: FlushAck) {
-        self.report_refusals();
-        let accepted = self.shared.lock().counts.accepted;
+        self.report_drops();
+        let accepted = self.shared.lock().stats().accepted;
         events::flush_complete(
             &self.shared.id,
             accepted,
@@ -110,26 +124,23 @@ impl Consumer {
         let _ = ack.tx.send(());
     }
 
-    /// The shutdown deadline, once shutdown has been requested.
+    /// The deadline by which the worker must finish, once one was set (a shutdown, or the
+    /// drop of the last handle).
     pub(crate) fn shutdown_deadline(&self) -> Option<Instant> {
-        self.shared.lock().shutdown
+        self.shared.lock().deadline()
     }
 
-    /// Resolves when shutdown is requested (at once if it already was), with its deadline.
+    /// Resolves when a deadline to finish is set (at once if it already was), with it.
     ///
     /// # Cancel safety
     ///
     /// Cancel-safe.
     pub(crate) async fn shutdown_requested(&self) -> Instant {
-        loop {
-            let notified = self.shared.shutdown_notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(d) = self.shutdown_deadline() {
-                return d;
-            }
-            notified.await;
-        }
+        deadline::wait_on(&self.shared.closing, || match self.shutdown_deadline() {
+            Some(d) => Check::Ready(d),
+            None => Check::Until(None),
+        })
+        .await
     }
 
     /// Drops everything still queued (reason `shutdown`), completing its flush markers.
@@ -138,6 +149,7 @@ impl Consumer {
         if n > 0 {
             events::records_dropped(&self.shared.id, n, reason::SHUTDOWN);
         }
+        self.shared.wake_writers();
         for ack in acks {
             self.complete_flush(ack);
         }
