@@ -1,40 +1,37 @@
-//! The batch being filled: entries grouped by stream, with a running size estimate.
+//! The batch being filled: entries grouped by stream, each stream one buffer of entries in
+//! their wire form (`encode::put_entry`), with a running size.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::encode::{EntryAdapter, PushRequest, StreamAdapter};
+use super::encode::{self, Entries, StreamRef};
 use super::labels::LabelSet;
 
-/// Protobuf framing per entry (tags, lengths, the timestamp), rounded up.
-const ENTRY_OVERHEAD: usize = 24;
-/// Protobuf framing per stream, rounded up.
+/// Protobuf framing per stream (tags and lengths), rounded up.
 const STREAM_OVERHEAD: usize = 8;
+
+/// One stream of the batch.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub(crate) set: Arc<LabelSet>,
+    /// Its entries, framed as `StreamAdapter.entries` fields, in order.
+    pub(crate) entries: Vec<u8>,
+    count: usize,
+}
 
 /// Entries waiting to be pushed, grouped by stream in order of first arrival.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
-    pub(crate) req: PushRequest,
-    /// The label set of each stream in `req`, same order (the JSON encoding needs the pairs).
-    pub(crate) sets: Vec<Arc<LabelSet>>,
+    streams: Vec<Stream>,
     index: HashMap<Arc<LabelSet>, usize>,
     /// The stream of the last entry: most records go to the stream of the one before, and
     /// a pointer comparison is far cheaper than hashing the label set.
     last: Option<(Arc<LabelSet>, usize)>,
     entries: usize,
+    /// The raw (uncompressed) request's size, framing included (an upper bound).
     bytes: usize,
     opened: Option<Instant>,
-}
-
-/// The estimated encoded size of an entry, before compression.
-pub(crate) fn entry_cost(entry: &EntryAdapter) -> usize {
-    let md: usize = entry
-        .structured_metadata
-        .iter()
-        .map(|p| p.name.len() + p.value.len() + 6)
-        .sum();
-    entry.line.len() + md + ENTRY_OVERHEAD
 }
 
 impl Batch {
@@ -43,21 +40,29 @@ impl Batch {
     }
 
     pub(crate) fn streams(&self) -> usize {
-        self.req.streams.len()
+        self.streams.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.entries == 0
     }
 
-    /// What adding `entry` to stream `set` would add to the size estimate.
-    pub(crate) fn cost(&self, set: &Arc<LabelSet>, entry: &EntryAdapter) -> usize {
+    /// The streams, in the form the encoder takes.
+    pub(crate) fn parts(&self) -> impl Iterator<Item = StreamRef<'_>> + Clone {
+        self.streams.iter().map(|s| StreamRef {
+            set: &s.set,
+            entries: &s.entries,
+        })
+    }
+
+    /// What adding an entry of `len` wire bytes to stream `set` would add to the size.
+    pub(crate) fn cost(&self, set: &Arc<LabelSet>, len: usize) -> usize {
         let stream = if self.stream_of(set).is_some() {
             0
         } else {
             set.text.len() + STREAM_OVERHEAD
         };
-        entry_cost(entry) + stream
+        len + stream
     }
 
     /// True when adding an entry of `cost` bytes would break a limit (never for an empty
@@ -66,34 +71,44 @@ impl Batch {
         !self.is_empty() && (self.entries >= max_entries || self.bytes + cost > max_bytes)
     }
 
-    /// Adds an entry; `cost` is what [`cost`](Self::cost) returned for it.
-    pub(crate) fn push(&mut self, set: Arc<LabelSet>, entry: EntryAdapter, cost: usize) {
+    /// The buffer of `set`'s stream, created if the batch has none, for the caller to
+    /// append one entry to (with `encode::put_entry`); then [`added`](Self::added).
+    pub(crate) fn stream_buf(&mut self, set: &Arc<LabelSet>) -> &mut Vec<u8> {
         if self.opened.is_none() {
             self.opened = Some(Instant::now());
         }
-        let i = if let Some(i) = self.stream_of(&set) {
+        let i = if let Some(i) = self.stream_of(set) {
             i
         } else {
-            let i = self.req.streams.len();
-            self.req.streams.push(StreamAdapter {
-                labels: set.text.clone(),
+            let i = self.streams.len();
+            self.streams.push(Stream {
+                set: Arc::clone(set),
                 entries: Vec::new(),
-                hash: 0,
+                count: 0,
             });
-            self.sets.push(Arc::clone(&set));
-            self.index.insert(set, i);
+            self.index.insert(Arc::clone(set), i);
+            self.bytes += set.text.len() + STREAM_OVERHEAD;
             i
         };
-        self.req.streams[i].entries.push(entry);
-        self.entries += 1;
-        self.bytes += cost;
-        if !self
-            .last
-            .as_ref()
-            .is_some_and(|(l, _)| Arc::ptr_eq(l, &self.sets[i]))
-        {
-            self.last = Some((Arc::clone(&self.sets[i]), i));
+        if !self.last.as_ref().is_some_and(|(l, _)| Arc::ptr_eq(l, set)) {
+            self.last = Some((Arc::clone(set), i));
         }
+        &mut self.streams[i].entries
+    }
+
+    /// Counts the entry of `len` bytes just appended to the last stream handed out.
+    pub(crate) fn added(&mut self, len: usize) {
+        if let Some((_, i)) = &self.last {
+            self.streams[*i].count += 1;
+        }
+        self.entries += 1;
+        self.bytes += len;
+    }
+
+    /// Adds an entry already in wire form (one `put_entry` output) to stream `set`.
+    pub(crate) fn push_framed(&mut self, set: &Arc<LabelSet>, framed: &[u8]) {
+        self.stream_buf(set).extend_from_slice(framed);
+        self.added(framed.len());
     }
 
     /// The index of `set`'s stream in the batch, if it has one.
@@ -121,15 +136,14 @@ impl Batch {
         let half = self.entries / 2;
         let (mut first, mut second) = (Batch::default(), Batch::default());
         let mut moved = 0;
-        for (stream, set) in self.req.streams.into_iter().zip(self.sets) {
-            for entry in stream.entries {
+        for stream in &self.streams {
+            for entry in Entries(&stream.entries) {
                 let target = if moved < half {
                     &mut first
                 } else {
                     &mut second
                 };
-                let cost = target.cost(&set, &entry);
-                target.push(Arc::clone(&set), entry, cost);
+                target.push_framed(&stream.set, entry.framed);
                 moved += 1;
             }
         }
@@ -137,27 +151,32 @@ impl Batch {
     }
 }
 
+/// Bytes one entry takes in its stream's buffer, for a line of `line` bytes and encoded
+/// metadata of `metadata` bytes (an upper bound, used before encoding).
+pub(crate) fn entry_len(line: usize, metadata: usize) -> usize {
+    // Tag and length of the entry, of the timestamp (at most 22 bytes) and of the line.
+    let body = 24 + encode::varint_len(line as u64) + 1 + line + metadata;
+    1 + encode::varint_len(body as u64) + body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::loki_sink::encode::Timestamp;
-
-    fn entry(line: &str) -> EntryAdapter {
-        EntryAdapter {
-            timestamp: Some(Timestamp::from_unix_nanos(1)),
-            line: line.into(),
-            structured_metadata: vec![],
-        }
-    }
 
     fn set(v: &str) -> Arc<LabelSet> {
         Arc::new(LabelSet::new(vec![("app".into(), v.into())]))
     }
 
     fn add(b: &mut Batch, s: &Arc<LabelSet>, line: &str) {
-        let e = entry(line);
-        let cost = b.cost(s, &e);
-        b.push(Arc::clone(s), e, cost);
+        let buf = b.stream_buf(s);
+        let n = encode::put_entry(buf, 1, line.as_bytes(), &[]);
+        b.added(n);
+    }
+
+    fn lines(stream: &Stream) -> Vec<String> {
+        Entries(&stream.entries)
+            .map(|e| String::from_utf8(e.line.to_vec()).unwrap())
+            .collect()
     }
 
     #[test]
@@ -169,8 +188,9 @@ mod tests {
         add(&mut b, &z, "3");
         assert_eq!(b.streams(), 2);
         assert_eq!(b.entries(), 3);
-        assert_eq!(b.req.streams[0].labels, z.text);
-        assert_eq!(b.req.streams[0].entries.len(), 2);
+        assert_eq!(b.streams[0].set.text, z.text);
+        assert_eq!(lines(&b.streams[0]), ["1", "3"]);
+        assert_eq!(b.streams[0].count, 2);
     }
 
     #[test]
@@ -189,6 +209,29 @@ mod tests {
     }
 
     #[test]
+    fn the_size_covers_the_encoded_request() {
+        let mut b = Batch::default();
+        for i in 0..100 {
+            add(&mut b, &set(&format!("s{}", i % 7)), &"y".repeat(i));
+        }
+        let mut raw = Vec::new();
+        for s in b.parts() {
+            raw.extend_from_slice(s.set.text.as_bytes());
+            raw.extend_from_slice(s.entries);
+        }
+        assert!(b.bytes >= raw.len(), "{} < {}", b.bytes, raw.len());
+    }
+
+    #[test]
+    fn the_entry_length_bound_holds() {
+        for line in [0, 1, 127, 128, 300, 70_000] {
+            let mut buf = Vec::new();
+            let n = encode::put_entry(&mut buf, i128::MAX, &vec![b'x'; line], &[7; 30]);
+            assert!(entry_len(line, 30) >= n, "{line}");
+        }
+    }
+
+    #[test]
     fn split_halves_and_keeps_order() {
         let mut batch = Batch::default();
         let (a, z) = (set("a"), set("z"));
@@ -198,13 +241,8 @@ mod tests {
         }
         let (first, second) = batch.split();
         assert_eq!((first.entries(), second.entries()), (5, 5));
-        let lines: Vec<_> = first.req.streams[0]
-            .entries
-            .iter()
-            .map(|e| e.line.clone())
-            .collect();
-        assert_eq!(lines, ["a0", "a1", "a2", "a3", "a4"]);
-        assert_eq!(second.req.streams[0].labels, z.text);
+        assert_eq!(lines(&first.streams[0]), ["a0", "a1", "a2", "a3", "a4"]);
+        assert_eq!(second.streams[0].set.text, z.text);
     }
 
     #[test]

@@ -1,8 +1,18 @@
 //! Request bodies: Loki's protobuf `PushRequest` (snappy block compressed), or JSON,
 //! optionally gzipped.
 //!
-//! The protobuf messages are written by hand with `prost`'s derive, tags as in Loki's
-//! `logproto` package, so no `protoc` is needed at build time.
+//! Entries are written once, straight into their stream's buffer, as the protobuf bytes
+//! they are on the wire (`logproto.EntryAdapter`, framed as field 2 of `StreamAdapter`), so
+//! a request is those buffers with a little framing around them: no message structs, no
+//! `String` per entry, no second copy. Field numbers as in Loki's `logproto` package
+//! (`docs/loki-push-spec`): `PushRequest.streams = 1`; `StreamAdapter.labels = 1`,
+//! `entries = 2`; `EntryAdapter.timestamp = 1` (`google.protobuf.Timestamp {seconds = 1,
+//! nanos = 2}`), `line = 2`, `structuredMetadata = 3`; `LabelPairAdapter.name = 1`,
+//! `value = 2`. As proto3 (and `prost`) do, fields holding zero or an empty string are left
+//! out, so the bytes match Loki's own test vectors.
+//!
+//! The JSON encodings read the same entry bytes back ([`Entries`]), so every encoding
+//! sends exactly what was batched.
 
 use std::io::Write as _;
 
@@ -10,67 +20,257 @@ use super::labels::LabelSet;
 use super::Encoding;
 use crate::record::write_json_str;
 
-/// `logproto.PushRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct PushRequest {
-    #[prost(message, repeated, tag = "1")]
-    pub(crate) streams: Vec<StreamAdapter>,
+/// Wire type 2 (length-delimited) of field `n`.
+const fn tag(n: u8) -> u8 {
+    (n << 3) | 2
 }
 
-/// `logproto.StreamAdapter`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct StreamAdapter {
-    #[prost(string, tag = "1")]
-    pub(crate) labels: String,
-    #[prost(message, repeated, tag = "2")]
-    pub(crate) entries: Vec<EntryAdapter>,
-    /// Loki-internal; clients leave it 0.
-    #[prost(uint64, tag = "3")]
-    pub(crate) hash: u64,
+/// `StreamAdapter.entries`, `PushRequest.streams`, and the fields inside them.
+const STREAM: u8 = tag(1);
+const LABELS: u8 = tag(1);
+const ENTRY: u8 = tag(2);
+const TIMESTAMP: u8 = tag(1);
+const LINE: u8 = tag(2);
+const METADATA: u8 = tag(3);
+const PAIR_NAME: u8 = tag(1);
+const PAIR_VALUE: u8 = tag(2);
+/// Varint fields of `google.protobuf.Timestamp`.
+const SECONDS: u8 = 1 << 3;
+const NANOS: u8 = 2 << 3;
+
+/// Bytes `v` takes as a protobuf varint.
+pub(crate) fn varint_len(v: u64) -> usize {
+    // 1 byte per 7 bits, at least one.
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
-/// `logproto.EntryAdapter` (the query-only `parsed` field is never set by clients).
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct EntryAdapter {
-    #[prost(message, optional, tag = "1")]
-    pub(crate) timestamp: Option<Timestamp>,
-    #[prost(string, tag = "2")]
-    pub(crate) line: String,
-    #[prost(message, repeated, tag = "3")]
-    pub(crate) structured_metadata: Vec<LabelPairAdapter>,
-}
-
-/// `logproto.LabelPairAdapter`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct LabelPairAdapter {
-    #[prost(string, tag = "1")]
-    pub(crate) name: String,
-    #[prost(string, tag = "2")]
-    pub(crate) value: String,
-}
-
-/// `google.protobuf.Timestamp`.
-#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
-pub(crate) struct Timestamp {
-    #[prost(int64, tag = "1")]
-    pub(crate) seconds: i64,
-    #[prost(int32, tag = "2")]
-    pub(crate) nanos: i32,
-}
-
-impl Timestamp {
-    /// From nanoseconds since the Unix epoch (saturating far outside Loki's range).
-    pub(crate) fn from_unix_nanos(ns: i128) -> Self {
-        let seconds = i64::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
-        // rem_euclid is in 0..1e9, which always fits an i32.
-        let nanos = i32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0);
-        Timestamp { seconds, nanos }
+/// Appends `v` as a protobuf varint.
+#[allow(clippy::cast_possible_truncation)] // each byte takes the low 7 bits, on purpose
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
     }
+    out.push(v as u8);
+}
 
-    /// Nanoseconds since the Unix epoch.
-    pub(crate) fn unix_nanos(self) -> i128 {
-        i128::from(self.seconds) * 1_000_000_000 + i128::from(self.nanos)
+/// Appends a length-delimited field: its tag, the length and the bytes.
+fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Bytes a length-delimited field of `len` bytes takes, tag included.
+fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// A timestamp as `google.protobuf.Timestamp`'s two varints (seconds and nanoseconds since
+/// the epoch, saturating far outside Loki's range), zeros left out. Returns its length.
+#[allow(clippy::cast_possible_truncation)] // each byte takes the low 7 bits, on purpose
+fn timestamp(unix_nanos: i128, out: &mut [u8; 22]) -> usize {
+    let seconds = i64::try_from(unix_nanos.div_euclid(1_000_000_000)).unwrap_or(i64::MAX);
+    // rem_euclid is in 0..1e9.
+    let nanos = u64::try_from(unix_nanos.rem_euclid(1_000_000_000)).unwrap_or(0);
+    let mut n = 0;
+    let mut put = |field: u8, mut v: u64| {
+        out[n] = field;
+        n += 1;
+        while v >= 0x80 {
+            out[n] = (v as u8) | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        out[n] = v as u8;
+        n += 1;
+    };
+    if seconds != 0 {
+        // int64 varints are two's complement, as u64.
+        put(SECONDS, u64::from_ne_bytes(seconds.to_ne_bytes()));
     }
+    if nanos != 0 {
+        put(NANOS, nanos);
+    }
+    n
+}
+
+/// Structured metadata, already encoded as `EntryAdapter.structuredMetadata` fields (see
+/// [`put_metadata`]).
+pub(crate) type Metadata = [u8];
+
+/// Appends one structured-metadata pair, encoded as a `structuredMetadata` field of an
+/// entry, to `out` (which then goes to [`put_entry`] as the entry's metadata).
+pub(crate) fn put_metadata(out: &mut Vec<u8>, name: &str, value: &str) {
+    let len = field_len(name.len())
+        + if value.is_empty() {
+            0
+        } else {
+            field_len(value.len())
+        };
+    out.push(METADATA);
+    put_varint(out, len as u64);
+    put_bytes(out, PAIR_NAME, name.as_bytes());
+    if !value.is_empty() {
+        put_bytes(out, PAIR_VALUE, value.as_bytes());
+    }
+}
+
+/// Appends one entry, framed as a `StreamAdapter.entries` field: its timestamp, its line,
+/// and its structured metadata (from [`put_metadata`]). Returns the bytes appended.
+pub(crate) fn put_entry(
+    out: &mut Vec<u8>,
+    unix_nanos: i128,
+    line: &[u8],
+    metadata: &Metadata,
+) -> usize {
+    let start = out.len();
+    let mut ts = [0; 22];
+    let ts_len = timestamp(unix_nanos, &mut ts);
+    let body = field_len(ts_len)
+        + if line.is_empty() {
+            0
+        } else {
+            field_len(line.len())
+        }
+        + metadata.len();
+    out.reserve(field_len(body));
+    out.push(ENTRY);
+    put_varint(out, body as u64);
+    put_bytes(out, TIMESTAMP, &ts[..ts_len]);
+    if !line.is_empty() {
+        put_bytes(out, LINE, line);
+    }
+    out.extend_from_slice(metadata);
+    out.len() - start
+}
+
+/// One entry read back from a stream's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EntryView<'a> {
+    /// The whole entry as framed in the buffer (what [`put_entry`] appended).
+    pub(crate) framed: &'a [u8],
+    pub(crate) unix_nanos: i128,
+    pub(crate) line: &'a [u8],
+    /// The encoded `structuredMetadata` fields.
+    pub(crate) metadata: &'a [u8],
+}
+
+impl EntryView<'_> {
+    /// The structured-metadata pairs.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        Fields(self.metadata)
+            .filter(|(field, _)| *field == METADATA)
+            .map(|(_, pair)| {
+                let mut name: &[u8] = &[];
+                let mut value: &[u8] = &[];
+                for (f, v) in Fields(pair) {
+                    match f {
+                        PAIR_NAME => name = v,
+                        PAIR_VALUE => value = v,
+                        _ => {}
+                    }
+                }
+                (name, value)
+            })
+    }
+}
+
+/// Reads a varint; `None` at the end of the input or on a malformed one.
+fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
+    let mut v = 0_u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = bytes.split_first()?;
+        *bytes = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The fields of a message, as (tag, contents) for length-delimited ones and (tag, raw
+/// varint bytes) for varints. Stops at anything it does not understand: the bytes are the
+/// crate's own.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (u8, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&tag, mut rest) = self.0.split_first()?;
+        let value = if tag & 7 == 2 {
+            let len = usize::try_from(read_varint(&mut rest)?).ok()?;
+            let value = rest.get(..len)?;
+            rest = &rest[len..];
+            value
+        } else {
+            let before = rest;
+            read_varint(&mut rest)?;
+            &before[..before.len() - rest.len()]
+        };
+        self.0 = rest;
+        Some((tag, value))
+    }
+}
+
+/// Reads back the entries of a stream's buffer, in order.
+pub(crate) struct Entries<'a>(pub(crate) &'a [u8]);
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = EntryView<'a>;
+
+    fn next(&mut self) -> Option<EntryView<'a>> {
+        let all = self.0;
+        let (&tag, mut rest) = all.split_first()?;
+        if tag != ENTRY {
+            return None;
+        }
+        let len = usize::try_from(read_varint(&mut rest)?).ok()?;
+        let body = rest.get(..len)?;
+        let framed = &all[..all.len() - rest.len() + len];
+        self.0 = &all[framed.len()..];
+        let mut view = EntryView {
+            framed,
+            unix_nanos: 0,
+            line: &[],
+            metadata: &[],
+        };
+        let mut fields = Fields(body);
+        loop {
+            let at = body.len() - fields.0.len();
+            let Some((tag, value)) = fields.next() else {
+                break;
+            };
+            match tag {
+                TIMESTAMP => view.unix_nanos = read_timestamp(value),
+                LINE => view.line = value,
+                METADATA => {
+                    // Metadata comes last: the rest of the entry.
+                    view.metadata = &body[at..];
+                    break;
+                }
+                _ => {}
+            }
+        }
+        Some(view)
+    }
+}
+
+/// Nanoseconds since the epoch from a `google.protobuf.Timestamp`'s bytes.
+fn read_timestamp(bytes: &[u8]) -> i128 {
+    let (mut seconds, mut nanos) = (0_i64, 0_i64);
+    for (field, mut v) in Fields(bytes) {
+        // Written by `timestamp`: two's complement int64 and a nanosecond count.
+        let x = i64::from_ne_bytes(read_varint(&mut v).unwrap_or(0).to_ne_bytes());
+        match field {
+            SECONDS => seconds = x,
+            NANOS => nanos = x,
+            _ => {}
+        }
+    }
+    i128::from(seconds) * 1_000_000_000 + i128::from(nanos)
 }
 
 /// The headers that go with an encoding: Content-Type and Content-Encoding.
@@ -83,25 +283,64 @@ pub(crate) fn content_headers(encoding: Encoding) -> (&'static str, Option<&'sta
     }
 }
 
-/// The request body for `req` (whose streams' label sets are `sets`, in the same order).
-///
-/// # Errors
-///
-/// Only when the compressor refuses its input (snappy's limit is 4 GiB, far above any batch).
-pub(crate) fn encode(
-    req: &PushRequest,
-    sets: &[std::sync::Arc<LabelSet>],
-    encoding: Encoding,
-) -> Result<Vec<u8>, String> {
-    match encoding {
-        Encoding::Protobuf => {
-            let raw = prost::Message::encode_to_vec(req);
-            snap::raw::Encoder::new()
-                .compress_vec(&raw)
-                .map_err(|e| format!("snappy compression failed: {e}"))
+/// One stream of a request: its label set and its entries, as [`put_entry`] wrote them.
+#[derive(Clone, Copy)]
+pub(crate) struct StreamRef<'a> {
+    pub(crate) set: &'a LabelSet,
+    pub(crate) entries: &'a [u8],
+}
+
+/// What encoding a request needs kept between requests: the snappy encoder's table and a
+/// buffer for the raw protobuf.
+#[derive(Default)]
+pub(crate) struct Encoder {
+    snappy: Option<snap::raw::Encoder>,
+    raw: Vec<u8>,
+}
+
+impl Encoder {
+    /// The request body for `streams`.
+    ///
+    /// # Errors
+    ///
+    /// Only when the compressor refuses its input (snappy's limit is 4 GiB, far above any
+    /// batch).
+    pub(crate) fn encode<'a>(
+        &mut self,
+        streams: impl Iterator<Item = StreamRef<'a>> + Clone,
+        encoding: Encoding,
+    ) -> Result<Vec<u8>, String> {
+        match encoding {
+            Encoding::Protobuf => {
+                self.raw.clear();
+                protobuf(&mut self.raw, streams);
+                let snappy = self.snappy.get_or_insert_with(snap::raw::Encoder::new);
+                let mut body = vec![0; snap::raw::max_compress_len(self.raw.len())];
+                let n = snappy
+                    .compress(&self.raw, &mut body)
+                    .map_err(|e| format!("snappy compression failed: {e}"))?;
+                body.truncate(n);
+                if self.raw.capacity() > 8 << 20 {
+                    self.raw = Vec::new();
+                }
+                Ok(body)
+            }
+            Encoding::Json => Ok(json(streams)),
+            Encoding::JsonGzip => gzip(&json(streams)),
         }
-        Encoding::Json => Ok(json(req, sets)),
-        Encoding::JsonGzip => gzip(&json(req, sets)),
+    }
+}
+
+/// The raw (uncompressed) `PushRequest` for `streams`.
+fn protobuf<'a>(out: &mut Vec<u8>, streams: impl Iterator<Item = StreamRef<'a>> + Clone) {
+    let stream_len = |s: &StreamRef<'_>| field_len(s.set.text.len()) + s.entries.len();
+    let total: usize = streams.clone().map(|s| field_len(stream_len(&s))).sum();
+    out.reserve(total);
+    for s in streams {
+        out.push(STREAM);
+        put_varint(out, stream_len(&s) as u64);
+        put_bytes(out, LABELS, s.set.text.as_bytes());
+        out.extend_from_slice(s.entries);
     }
 }
 
@@ -118,31 +357,28 @@ fn gzip(raw: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// `{"streams":[{"stream":{…},"values":[["<ns>","<line>",{…}],…]},…]}`.
-fn json(req: &PushRequest, sets: &[std::sync::Arc<LabelSet>]) -> Vec<u8> {
-    let size: usize = req
-        .streams
-        .iter()
-        .map(|s| 64 + s.entries.iter().map(|e| e.line.len() + 40).sum::<usize>())
-        .sum();
+fn json<'a>(streams: impl Iterator<Item = StreamRef<'a>> + Clone) -> Vec<u8> {
+    let size: usize = streams.clone().map(|s| 64 + s.entries.len() * 5 / 4).sum();
     let mut out = Vec::with_capacity(size + 16);
     out.extend_from_slice(b"{\"streams\":[");
-    for (i, (stream, set)) in req.streams.iter().zip(sets).enumerate() {
+    for (i, stream) in streams.enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"stream\":");
-        let labels: Vec<_> = set
+        let labels: Vec<_> = stream
+            .set
             .pairs
             .iter()
             .map(|(n, v)| (n.as_str(), json_label_value(v)))
             .collect();
         json_pairs(&mut out, labels.iter().map(|(n, v)| (*n, v.as_ref())));
         out.extend_from_slice(b",\"values\":[");
-        for (j, entry) in stream.entries.iter().enumerate() {
+        for (j, entry) in Entries(stream.entries).enumerate() {
             if j > 0 {
                 out.push(b',');
             }
-            json_entry(&mut out, entry);
+            json_entry(&mut out, &entry);
         }
         out.extend_from_slice(b"]}");
     }
@@ -163,20 +399,20 @@ fn json_label_value(value: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn json_entry(out: &mut Vec<u8>, entry: &EntryAdapter) {
-    let ns = entry.timestamp.map_or(0, Timestamp::unix_nanos);
+/// The crate's own bytes are UTF-8 (lines are rendered as text, names and values are
+/// `str`): a lossy view costs nothing for them.
+fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
+}
+
+fn json_entry(out: &mut Vec<u8>, entry: &EntryView<'_>) {
     // Loki wants the timestamp as a decimal string: a JSON number is a 400.
-    let _ = write!(out, "[\"{ns}\",");
-    write_json_str(out, &entry.line);
-    if !entry.structured_metadata.is_empty() {
+    let _ = write!(out, "[\"{}\",", entry.unix_nanos);
+    write_json_str(out, &text(entry.line));
+    let pairs: Vec<_> = entry.pairs().map(|(n, v)| (text(n), text(v))).collect();
+    if !pairs.is_empty() {
         out.push(b',');
-        json_pairs(
-            out,
-            entry
-                .structured_metadata
-                .iter()
-                .map(|p| (p.name.as_str(), p.value.as_str())),
-        );
+        json_pairs(out, pairs.iter().map(|(n, v)| (n.as_ref(), v.as_ref())));
     }
     out.push(b']');
 }
@@ -198,7 +434,6 @@ fn json_pairs<'a>(out: &mut Vec<u8>, pairs: impl Iterator<Item = (&'a str, &'a s
 mod tests {
     use super::*;
     use std::fmt::Write as _;
-    use std::sync::Arc;
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().fold(String::new(), |mut s, b| {
@@ -207,43 +442,47 @@ mod tests {
         })
     }
 
-    fn request(labels: &str, ns: i128, line: &str, md: &[(&str, &str)]) -> PushRequest {
-        PushRequest {
-            streams: vec![StreamAdapter {
-                labels: labels.into(),
-                entries: vec![EntryAdapter {
-                    timestamp: Some(Timestamp::from_unix_nanos(ns)),
-                    line: line.into(),
-                    structured_metadata: md
-                        .iter()
-                        .map(|(n, v)| LabelPairAdapter {
-                            name: (*n).into(),
-                            value: (*v).into(),
-                        })
-                        .collect(),
-                }],
-                hash: 0,
-            }],
-        }
+    fn set(pairs: &[(&str, &str)]) -> LabelSet {
+        LabelSet::new(
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).into(), (*v).into()))
+                .collect(),
+        )
     }
 
-    fn set(pairs: &[(&str, &str)]) -> Vec<Arc<LabelSet>> {
-        let pairs = pairs
-            .iter()
-            .map(|(n, v)| ((*n).into(), (*v).into()))
-            .collect();
-        vec![Arc::new(LabelSet::new(pairs))]
+    fn body(set: &LabelSet, ns: i128, line: &str, md: &[(&str, &str)], enc: Encoding) -> Vec<u8> {
+        let mut metadata = Vec::new();
+        for (n, v) in md {
+            put_metadata(&mut metadata, n, v);
+        }
+        let mut entries = Vec::new();
+        put_entry(&mut entries, ns, line.as_bytes(), &metadata);
+        let stream = StreamRef {
+            set,
+            entries: &entries,
+        };
+        Encoder::default()
+            .encode(std::iter::once(stream), enc)
+            .unwrap()
+    }
+
+    fn raw(set: &LabelSet, ns: i128, line: &str, md: &[(&str, &str)]) -> Vec<u8> {
+        let compressed = body(set, ns, line, md, Encoding::Protobuf);
+        snap::raw::Decoder::new()
+            .decompress_vec(&compressed)
+            .unwrap()
     }
 
     #[test]
     fn protobuf_matches_the_spec_vector_1() {
-        let req = request(
-            r#"{foo="bar2"}"#,
+        let body = body(
+            &set(&[("foo", "bar2")]),
             1_570_818_238_000_000_000,
             "fizzbuzz",
             &[],
+            Encoding::Protobuf,
         );
-        let body = encode(&req, &set(&[("foo", "bar2")]), Encoding::Protobuf).unwrap();
         assert_eq!(
             hex(&body),
             "248c0a220a0c7b666f6f3d2262617232227d12120a0608be9183ed05120866697a7a62757a7a"
@@ -252,14 +491,13 @@ mod tests {
 
     #[test]
     fn protobuf_matches_the_spec_vector_2_with_metadata() {
-        let md = [("a", "a"), ("b", "b")];
-        let req = request(
-            r#"{foo="bar2"}"#,
+        let body = body(
+            &set(&[("foo", "bar2")]),
             1_570_818_238_000_000_000,
             "fizzbuzz",
-            &md,
+            &[("a", "a"), ("b", "b")],
+            Encoding::Protobuf,
         );
-        let body = encode(&req, &set(&[("foo", "bar2")]), Encoding::Protobuf).unwrap();
         assert_eq!(
             hex(&body),
             "34cc0a320a0c7b666f6f3d2262617232227d12220a0608be9183ed05120866697a7a62757a7a1a060a01611201611a060a0162120162"
@@ -268,19 +506,70 @@ mod tests {
 
     #[test]
     fn protobuf_matches_the_spec_vector_3_with_nanos() {
-        let labels = r#"{app="demo", env="dev"}"#;
-        let md = [("trace_id", "0242ac120002")];
-        let req = request(labels, 1_700_000_000_123_456_789, "hello", &md);
+        let raw = raw(
+            &set(&[("app", "demo"), ("env", "dev")]),
+            1_700_000_000_123_456_789,
+            "hello",
+            &[("trace_id", "0242ac120002")],
+        );
         assert_eq!(
-            hex(&prost::Message::encode_to_vec(&req)),
+            hex(&raw),
             "0a490a177b6170703d2264656d6f222c20656e763d22646576227d122e0a0b0880e2cfaa0610959aef3a120568656c6c6f1a180a0874726163655f6964120c303234326163313230303032"
         );
     }
 
     #[test]
+    fn varints_take_the_bytes_protobuf_says() {
+        for (v, len) in [
+            (0, 1),
+            (127, 1),
+            (128, 2),
+            (16_383, 2),
+            (16_384, 3),
+            (u64::MAX, 10),
+        ] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!((out.len(), varint_len(v)), (len, len), "{v}");
+            assert_eq!(read_varint(&mut &out[..]), Some(v));
+        }
+    }
+
+    #[test]
+    fn entries_read_back_as_written() {
+        let mut md = Vec::new();
+        put_metadata(&mut md, "trace_id", "abc");
+        put_metadata(&mut md, "empty", "");
+        let mut buf = Vec::new();
+        let a = put_entry(&mut buf, 1_700_000_000_000_000_001, b"first", &md);
+        put_entry(&mut buf, 0, b"", &[]);
+        put_entry(&mut buf, -1, &vec![b'x'; 300], &[]);
+        let read: Vec<_> = Entries(&buf).collect();
+        assert_eq!(read.len(), 3);
+        assert_eq!(read[0].framed.len(), a);
+        assert_eq!(read[0].unix_nanos, 1_700_000_000_000_000_001);
+        assert_eq!(read[0].line, b"first");
+        let pairs: Vec<_> = read[0].pairs().collect();
+        assert_eq!(
+            pairs,
+            [(&b"trace_id"[..], &b"abc"[..]), (&b"empty"[..], &b""[..])]
+        );
+        assert_eq!((read[1].unix_nanos, read[1].line), (0, &b""[..]));
+        assert_eq!(read[2].unix_nanos, -1);
+        assert_eq!(read[2].line.len(), 300);
+        let framed: Vec<u8> = read.iter().flat_map(|e| e.framed.to_vec()).collect();
+        assert_eq!(framed, buf);
+    }
+
+    #[test]
     fn json_has_string_timestamps_and_metadata_objects() {
-        let req = request("x", 1_700_000_000_000_000_001, "a \"q\"\n", &[("k", "v")]);
-        let body = encode(&req, &set(&[("app", "d\"e")]), Encoding::Json).unwrap();
+        let body = body(
+            &set(&[("app", "d\"e")]),
+            1_700_000_000_000_000_001,
+            "a \"q\"\n",
+            &[("k", "v")],
+            Encoding::Json,
+        );
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let s = &v["streams"][0];
         assert_eq!(s["stream"]["app"], "d\"e");
@@ -291,8 +580,13 @@ mod tests {
 
     #[test]
     fn json_label_values_never_carry_a_raw_replacement_character() {
-        let req = request("{}", 1, "x\u{fffd}", &[("m", "\u{fffd}")]);
-        let body = encode(&req, &set(&[("app", "a\u{fffd}b")]), Encoding::Json).unwrap();
+        let body = body(
+            &set(&[("app", "a\u{fffd}b")]),
+            1,
+            "x\u{fffd}",
+            &[("m", "\u{fffd}")],
+            Encoding::Json,
+        );
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["streams"][0]["stream"]["app"], "a?b");
         // Lines and metadata are not parsed as labels: they keep it.
@@ -303,22 +597,27 @@ mod tests {
     #[test]
     fn gzip_wraps_the_json() {
         use std::io::Read as _;
-        let req = request("x", 1, "line", &[]);
-        let body = encode(&req, &set(&[("a", "b")]), Encoding::JsonGzip).unwrap();
+        let s = set(&[("a", "b")]);
+        let gz = body(&s, 1, "line", &[], Encoding::JsonGzip);
         let mut plain = Vec::new();
-        flate2::read::GzDecoder::new(&body[..])
+        flate2::read::GzDecoder::new(&gz[..])
             .read_to_end(&mut plain)
             .unwrap();
-        assert_eq!(
-            plain,
-            encode(&req, &set(&[("a", "b")]), Encoding::Json).unwrap()
-        );
+        assert_eq!(plain, body(&s, 1, "line", &[], Encoding::Json));
     }
 
     #[test]
     fn timestamps_split_into_seconds_and_nanos() {
-        let t = Timestamp::from_unix_nanos(1_700_000_000_123_456_789);
-        assert_eq!((t.seconds, t.nanos), (1_700_000_000, 123_456_789));
-        assert_eq!(t.unix_nanos(), 1_700_000_000_123_456_789);
+        let mut ts = [0; 22];
+        let n = timestamp(1_700_000_000_123_456_789, &mut ts);
+        let mut secs = Vec::new();
+        put_varint(&mut secs, 1_700_000_000);
+        let mut nanos = Vec::new();
+        put_varint(&mut nanos, 123_456_789);
+        let mut want = vec![SECONDS];
+        want.extend(secs);
+        want.push(NANOS);
+        want.extend(nanos);
+        assert_eq!(&ts[..n], &want[..]);
     }
 }

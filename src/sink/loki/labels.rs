@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::encode::LabelPairAdapter;
+use super::encode;
 use crate::record::{RecordRef, ValueRef};
 
 /// Loki's default limit on label names per stream.
@@ -285,10 +285,11 @@ impl Labeler {
         Ok(set)
     }
 
-    /// The record's structured metadata, in the configured order. Pairs that would take the
-    /// entry past Loki's 64 KiB limit are left out.
-    pub(crate) fn metadata_for(&self, record: &RecordRef<'_>) -> Vec<LabelPairAdapter> {
-        let mut out = Vec::new();
+    /// Appends the record's structured metadata, in the configured order, encoded as an
+    /// entry's `structuredMetadata` fields (`encode::put_metadata`). Pairs that would take
+    /// the entry past Loki's 64 KiB limit are left out. Costs nothing when no metadata
+    /// field is configured.
+    pub(crate) fn metadata_into(&self, record: &RecordRef<'_>, out: &mut Vec<u8>) {
         let mut size = 0;
         for name in &self.metadata {
             let Some(value) = field_text(record, name) else {
@@ -298,12 +299,8 @@ impl Labeler {
                 continue;
             }
             size += name.len() + value.len();
-            out.push(LabelPairAdapter {
-                name: name.clone(),
-                value,
-            });
+            encode::put_metadata(out, name, &value);
         }
-        out
     }
 }
 
@@ -469,12 +466,11 @@ mod tests {
     fn metadata_comes_from_fields_in_order() {
         let l = labeler(&[], 1);
         let r = Record::new(Level::INFO, "m").with_field("trace_id", "abc");
-        let md = l.metadata_for(&RecordRef::Owned(&r));
-        assert_eq!(md.len(), 1);
-        assert_eq!(
-            (md[0].name.as_str(), md[0].value.as_str()),
-            ("trace_id", "abc")
-        );
+        let mut md = Vec::new();
+        l.metadata_into(&RecordRef::Owned(&r), &mut md);
+        let mut want = Vec::new();
+        encode::put_metadata(&mut want, "trace_id", "abc");
+        assert_eq!(md, want);
     }
 
     #[test]
@@ -482,6 +478,8 @@ mod tests {
         let l = labeler(&[], 1);
         let r =
             Record::new(Level::INFO, "m").with_field("trace_id", "x".repeat(MAX_METADATA_BYTES));
-        assert!(l.metadata_for(&RecordRef::Owned(&r)).is_empty());
+        let mut md = Vec::new();
+        l.metadata_into(&RecordRef::Owned(&r), &mut md);
+        assert!(md.is_empty());
     }
 }

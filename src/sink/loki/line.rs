@@ -1,6 +1,5 @@
 //! Entry lines: what a record's line holds, and what happens to one that is too long.
 
-use super::labels::truncate_at_char;
 use super::{LineFormat, LongLines};
 use crate::record::{json, RecordRef};
 
@@ -19,40 +18,49 @@ impl Lines {
     /// The record's line, or `None` when it is too long and such lines are dropped.
     #[cfg(test)]
     pub(crate) fn render(&self, record: &mut crate::Record) -> Option<String> {
-        let record = &RecordRef::Owned(record);
-        self.render_counted(record).map(|(line, _)| line)
+        let mut out = Vec::new();
+        self.render_into(&RecordRef::Owned(record), &mut out)?;
+        Some(String::from_utf8(out).unwrap())
     }
 
-    /// The record's line and the bytes cut off it (0 unless it was truncated), or `None`
-    /// when it is too long and such lines are dropped.
-    pub(crate) fn render_counted(&self, record: &RecordRef<'_>) -> Option<(String, usize)> {
-        let mut line = match self.format {
-            LineFormat::Json => json_line(record),
-            LineFormat::Message => record.message().into_owned(),
-        };
-        if line.len() <= self.max_bytes {
-            return Some((line, 0));
+    /// Renders the record's line into `out` (emptied first) and returns the bytes cut off
+    /// it (0 unless it was truncated), or `None` when it is too long and such lines are
+    /// dropped. The line is UTF-8: text escaped as JSON, or the message, cut at a character
+    /// boundary.
+    pub(crate) fn render_into(&self, record: &RecordRef<'_>, out: &mut Vec<u8>) -> Option<usize> {
+        out.clear();
+        match self.format {
+            // As `Record::write_json` writes it but without the timestamp: the entry
+            // carries the same time, to the nanosecond, and repeating it costs bytes.
+            LineFormat::Json => json::write_record(out, record, None),
+            LineFormat::Message => out.extend_from_slice(record.message_bytes()),
+        }
+        if out.len() <= self.max_bytes {
+            return Some(0);
         }
         match self.long {
             LongLines::Drop => None,
             LongLines::Truncate => {
-                let before = line.len();
-                truncate_at_char(&mut line, self.max_bytes - TRUNCATION_MARKER.len());
-                let cut = before - line.len();
-                line.push_str(TRUNCATION_MARKER);
-                Some((line, cut))
+                let before = out.len();
+                truncate_at_char(out, self.max_bytes - TRUNCATION_MARKER.len());
+                let cut = before - out.len();
+                out.extend_from_slice(TRUNCATION_MARKER.as_bytes());
+                Some(cut)
             }
         }
     }
 }
 
-/// The record as JSON, as [`Record::write_json`] writes it but without the timestamp: the
-/// entry carries the same time, to the nanosecond, and repeating it costs bytes on the wire.
-fn json_line(record: &RecordRef<'_>) -> String {
-    let mut out = Vec::with_capacity(record.message_bytes().len() + 256);
-    json::write_record(&mut out, record, None);
-    // Everything written is UTF-8 (escaped strings and ASCII).
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+/// Cuts UTF-8 `bytes` to at most `max` bytes at a character boundary.
+fn truncate_at_char(bytes: &mut Vec<u8>, max: usize) {
+    if bytes.len() > max {
+        let mut end = max;
+        // A continuation byte is 0b10xx_xxxx: back up to the start of its character.
+        while end > 0 && bytes[end] & 0xc0 == 0x80 {
+            end -= 1;
+        }
+        bytes.truncate(end);
+    }
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
-use super::batch::Batch;
-use super::encode::{self, EntryAdapter, Timestamp};
-use super::labels::{LabelSet, Labeler};
+use super::batch::{self, Batch};
+use super::encode::{self, Encoder};
+use super::labels::Labeler;
 use super::line::Lines;
 use super::push::{self, sleep_until, Part, Pusher};
 use super::retry::{RetryPolicy, Rng};
@@ -66,6 +66,10 @@ struct Worker {
     lines: Lines,
     labeler: Labeler,
     batch: Batch,
+    encoder: Encoder,
+    /// The line and the structured metadata of the entry being made, reused.
+    line: Vec<u8>,
+    metadata: Vec<u8>,
     tally: Tally,
     in_flight: JoinSet<()>,
     max_in_flight: usize,
@@ -94,6 +98,9 @@ pub(crate) async fn run(consumer: Consumer, cfg: Config) {
         lines: cfg.lines,
         labeler: cfg.labeler,
         batch: Batch::default(),
+        encoder: Encoder::default(),
+        line: Vec::with_capacity(1024),
+        metadata: Vec::new(),
         tally: Tally::default(),
         in_flight: JoinSet::new(),
         max_in_flight: cfg.max_in_flight.max(1),
@@ -245,11 +252,24 @@ impl Worker {
     }
 
     /// Adds a record to the batch, sending the batch first if the record would overflow it.
+    /// The entry is written once, in its wire form, into its stream's buffer.
     async fn add(&mut self, record: &RecordRef<'_>) {
-        let Some((set, entry)) = self.prepare(record) else {
+        let Ok(set) = self.labeler.labels_for(record) else {
+            self.tally.too_many_streams += 1;
             return;
         };
-        let cost = self.batch.cost(&set, &entry);
+        let Some(cut) = self.lines.render_into(record, &mut self.line) else {
+            self.tally.too_long += 1;
+            return;
+        };
+        if cut > 0 {
+            self.tally.truncated += 1;
+            self.tally.truncated_bytes += cut as u64;
+        }
+        self.metadata.clear();
+        self.labeler.metadata_into(record, &mut self.metadata);
+        let len = batch::entry_len(self.line.len(), self.metadata.len());
+        let cost = self.batch.cost(&set, len);
         if self
             .batch
             .would_overflow(cost, self.max_entries, self.max_bytes)
@@ -257,32 +277,9 @@ impl Worker {
             self.release();
             self.send_batch().await;
         }
-        let cost = self.batch.cost(&set, &entry);
-        self.batch.push(set, entry, cost);
-    }
-
-    /// The record's stream and entry, or `None` (counted) when it must be dropped.
-    fn prepare(&mut self, record: &RecordRef<'_>) -> Option<(Arc<LabelSet>, EntryAdapter)> {
-        let timestamp = Some(Timestamp::from_unix_nanos(record.unix_nanos()));
-        let structured_metadata = self.labeler.metadata_for(record);
-        let Ok(set) = self.labeler.labels_for(record) else {
-            self.tally.too_many_streams += 1;
-            return None;
-        };
-        let Some((line, cut)) = self.lines.render_counted(record) else {
-            self.tally.too_long += 1;
-            return None;
-        };
-        if cut > 0 {
-            self.tally.truncated += 1;
-            self.tally.truncated_bytes += cut as u64;
-        }
-        let entry = EntryAdapter {
-            timestamp,
-            line,
-            structured_metadata,
-        };
-        Some((set, entry))
+        let buf = self.batch.stream_buf(&set);
+        let n = encode::put_entry(buf, record.unix_nanos(), &self.line, &self.metadata);
+        self.batch.added(n);
     }
 
     fn report_tally(&mut self) {
@@ -315,10 +312,10 @@ impl Worker {
     }
 
     /// Encodes `batch`; a body over the byte cap is split in halves until each part fits.
-    fn encode_split(&self, batch: Batch, out: &mut Vec<Part>) {
+    fn encode_split(&mut self, batch: Batch, out: &mut Vec<Part>) {
         let (entries, streams) = (batch.entries() as u64, batch.streams() as u64);
         let id = self.consumer.id();
-        match encode::encode(&batch.req, &batch.sets, self.encoding) {
+        match self.encoder.encode(batch.parts(), self.encoding) {
             Ok(body) if body.len() <= self.max_bytes => out.push(Part {
                 body: Bytes::from(body),
                 entries,
