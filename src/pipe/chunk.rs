@@ -254,6 +254,7 @@ pub(crate) enum Put<'a> {
 
 impl Put<'_> {
     /// The bytes the entry is counted at.
+    #[inline]
     pub(crate) fn size(&self) -> usize {
         match self {
             Put::Event(entry, metas) => entry.len() + metas.len() * META_SIZE,

@@ -109,12 +109,51 @@ impl Producer {
     /// Queues `put`, blocking this thread for room as `patience` and the policy allow.
     #[inline]
     fn put(&self, put: Put<'_>, patience: Patience) -> std::result::Result<(), ()> {
-        let mut put = Some(put);
         let mut deadline = None;
-        let (st, outcome) =
-            deadline::wait_on_blocking(&self.shared.room, self.shared.lock(), |st| {
-                attempt(st, &mut put, patience, &mut deadline)
-            });
+        let mut st = self.shared.lock();
+        // The common case, room in the queue, in one step and without the waiting machinery.
+        let (put, until) = match st.admit(put, patience, &mut deadline, Instant::now) {
+            Admit::Queued { wake } => {
+                drop(st);
+                if wake {
+                    self.shared.wake_worker.notify_one();
+                }
+                return Ok(());
+            }
+            Admit::Wait { put, until } => (put, until),
+            Admit::Dropped => {
+                drop(st);
+                return self.after(Outcome::Dropped);
+            }
+            Admit::Refused => {
+                let report = st.schedule_refusal_report();
+                drop(st);
+                return self.after(Outcome::Refused { report });
+            }
+        };
+        self.wait_for_room(st, put, patience, deadline, until)
+    }
+
+    /// The rest of [`put`](Self::put) once the state said to wait: waits on the room
+    /// `Condvar`, trying again at each wake-up, until queued, dropped or refused.
+    #[cold]
+    fn wait_for_room(
+        &self,
+        st: MutexGuard<'_, State>,
+        put: Put<'_>,
+        patience: Patience,
+        mut deadline: Option<Instant>,
+        until: Option<Instant>,
+    ) -> std::result::Result<(), ()> {
+        let mut put = Some(put);
+        let mut first = Some(until);
+        let (st, outcome) = deadline::wait_on_blocking(&self.shared.room, st, |st| {
+            // The first look was made by `put`: wait as it said.
+            if let Some(until) = first.take() {
+                return Check::Until(until);
+            }
+            attempt(st, &mut put, patience, &mut deadline)
+        });
         drop(st);
         self.after(outcome)
     }

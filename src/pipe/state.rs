@@ -196,7 +196,7 @@ impl State {
     ///
     /// `deadline` is the end of this write's wait, set at its first refusal for want of
     /// room and kept across calls; `now` is read only then (never on the path with room).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn admit<'p>(
         &mut self,
         put: Put<'p>,
