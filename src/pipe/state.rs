@@ -196,6 +196,7 @@ impl State {
     ///
     /// `deadline` is the end of this write's wait, set at its first refusal for want of
     /// room and kept across calls; `now` is read only then (never on the path with room).
+    #[allow(clippy::inline_always)] // the writers' hot path: measured, one call fewer
     #[inline(always)]
     pub(crate) fn admit<'p>(
         &mut self,
