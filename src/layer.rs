@@ -249,7 +249,8 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if pipe::on_reporter_thread() {
+        let mark = pipe::mark();
+        if mark.is_reporter() {
             return;
         }
         let own = event.metadata().target() == events::TARGET;
@@ -257,12 +258,12 @@ where
             return;
         }
         // Events of a sink's own work (on its worker threads) never go back to that sink.
-        let accepts = |s: &&Arc<dyn Sink>| !pipe::on_worker_of(s.id());
+        let accepts = |s: &&Arc<dyn Sink>| !mark.is_worker_of(s.id());
         if !self.sinks.iter().any(|s| accepts(&s)) {
             return;
         }
         // A sink's worker never waits for room in another sink's queue.
-        let patience = if pipe::on_any_worker() {
+        let patience = if mark.is_any_worker() {
             Patience::None
         } else {
             Patience::Bounded

@@ -37,10 +37,9 @@ use crate::{Error, ErrorKind, SinkId};
 pub(crate) use chunk::{seal_event, Chunk, Entry, EVENT_HEADER};
 pub(crate) use consumer::{Consumer, Recv};
 pub use producer::Producer;
-pub(crate) use refusals::on_reporter_thread;
 pub(crate) use state::{Limits, Patience, LAYER_MAX_WAIT};
 pub(crate) use thread::{blocks_a_runtime, report_stall, settled, Progress};
-pub(crate) use thread::{on_any_worker, on_worker_of, spawn_worker};
+pub(crate) use thread::{mark, on_any_worker, on_worker_of, spawn_worker};
 
 /// How a sink's pipe is set up.
 #[derive(Debug, Clone, Copy)]

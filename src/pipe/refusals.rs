@@ -4,9 +4,9 @@
 //! The reports come from a thread of their own: a refusal may happen inside a `tracing`
 //! layer callback, where an event would be dropped (tracing does not re-enter a
 //! dispatcher), and producers never emit events. The reporter emits to the global
-//! subscriber; its events are never fed back to any sink (see [`on_reporter_thread`]).
+//! subscriber; its events are never fed back to any sink (its thread is marked, see
+//! `thread::Mark::is_reporter`).
 
-use std::cell::Cell;
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
@@ -14,15 +14,6 @@ use std::time::Instant;
 use super::state::RefusalReport;
 use super::Shared;
 use crate::events;
-
-std::thread_local! {
-    static REPORTING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// True on the thread that emits `writes_refused`: the layer forwards nothing from it.
-pub(crate) fn on_reporter_thread() -> bool {
-    REPORTING.with(Cell::get)
-}
 
 /// Tells the reporter that `shared` has refusals to report (once per report: the state
 /// says when, see `State::schedule_refusal_report`).
@@ -33,7 +24,7 @@ pub(super) fn schedule(shared: &Arc<Shared>) {
         std::thread::Builder::new()
             .name("sinkwatch-reporter".into())
             .spawn(move || {
-                REPORTING.with(|r| r.set(true));
+                super::thread::mark_reporter();
                 run(&rx);
             })
             .ok()

@@ -11,25 +11,64 @@ use crate::events::{self, reason};
 use crate::{Error, Result, SinkId, SinkStats};
 
 std::thread_local! {
-    /// The number of the sink whose worker runs on this thread (0: none).
-    static CURRENT_SINK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// What this thread is: 0 for an application thread, a sink's number for the threads
+    /// of that sink's worker, [`REPORTER`] for the `writes_refused` reporter.
+    static MARK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// True when the current thread belongs to the worker of sink `id`.
-///
-/// Every thread a sink's worker runs on (its own thread and its runtime's blocking pool,
-/// where DNS lookups and compression run) is marked, so the application layer can refuse
-/// to feed a sink the events that sink's own work produced: its schema events and those of
-/// its I/O stack (hyper, reqwest, rustls).
+/// The mark of the reporter thread (sink numbers count up from 1 and never get there).
+const REPORTER: u64 = u64::MAX;
+
+/// What the current thread is, read once: the layer's hot path asks three questions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark(u64);
+
+/// The current thread's [`Mark`].
+#[inline]
+pub(crate) fn mark() -> Mark {
+    Mark(MARK.with(std::cell::Cell::get))
+}
+
+impl Mark {
+    /// True on the threads of the worker of sink `id` (its own thread and its runtime's
+    /// blocking pool, where DNS lookups and compression run): the application layer must
+    /// not feed a sink the events of its own work, its schema events and those of its I/O
+    /// stack (hyper, reqwest, rustls).
+    #[inline]
+    pub(crate) fn is_worker_of(self, id: &SinkId) -> bool {
+        self.0 == id.number()
+    }
+
+    /// True on any sink's threads (and the reporter's): such a thread never waits for room
+    /// in another sink's queue (two workers waiting on each other would stall both), nor for
+    /// a sink to close.
+    #[inline]
+    pub(crate) fn is_any_worker(self) -> bool {
+        self.0 != 0
+    }
+
+    /// True on the `writes_refused` reporter: the layer forwards nothing from it.
+    #[inline]
+    pub(crate) fn is_reporter(self) -> bool {
+        self.0 == REPORTER
+    }
+}
+
+/// Marks the current thread as the `writes_refused` reporter.
+pub(super) fn mark_reporter() {
+    MARK.with(|m| m.set(REPORTER));
+}
+
+/// True when the current thread belongs to the worker of sink `id` (see
+/// [`Mark::is_worker_of`]).
 pub(crate) fn on_worker_of(id: &SinkId) -> bool {
-    CURRENT_SINK.with(std::cell::Cell::get) == id.number()
+    mark().is_worker_of(id)
 }
 
-/// True when the current thread belongs to any sink's worker: such a thread never waits
-/// for room in another sink's queue (two workers waiting on each other would stall both),
-/// nor for a sink to close.
+/// True when the current thread belongs to any sink's worker (see
+/// [`Mark::is_any_worker`]).
 pub(crate) fn on_any_worker() -> bool {
-    CURRENT_SINK.with(std::cell::Cell::get) != 0
+    mark().is_any_worker()
 }
 
 /// Runs a sink's worker future on a dedicated thread with its own current-thread runtime,
@@ -49,7 +88,7 @@ where
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name(format!("sinkwatch-{id}-blocking"))
-        .on_thread_start(move || CURRENT_SINK.with(|c| c.set(mark)))
+        .on_thread_start(move || MARK.with(|c| c.set(mark)))
         .build();
     let runtime = match runtime {
         Ok(rt) => rt,
@@ -66,7 +105,7 @@ where
         .name(format!("sinkwatch-{id}"))
         .spawn(move || {
             let shared = on_thread;
-            CURRENT_SINK.with(|c| c.set(mark));
+            MARK.with(|c| c.set(mark));
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(worker)));
             if let Err(payload) = outcome {
                 let message = panic_message(payload.as_ref());
