@@ -427,6 +427,12 @@ schema! {
         DELIVERED = delivered: u64,
         /// Records reported dropped over the sink's life (including at shutdown).
         DROPPED = dropped: u64,
+        /// Records an earlier process left in the disk buffer, taken over at start-up (0
+        /// without a disk buffer).
+        REPLAYED = replayed: u64,
+        /// Records left in the disk buffer for the next process (0 without one):
+        /// `accepted + replayed == delivered + dropped + persisted`.
+        PERSISTED = persisted: u64,
     }
 
     /// The Loki-compatible test receiver handled a push request (its id is in `sink`).

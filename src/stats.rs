@@ -5,8 +5,14 @@
 /// `accepted` counts every record the sink took; each of them ends up in `delivered` or
 /// `dropped`, so at any quiescent point (after `flush()` or shutdown)
 /// `accepted == delivered + dropped`. A closed sink accepts nothing: writing to it returns
-/// an error of kind [`Closed`](crate::ErrorKind::Closed), leaves those three unchanged
+/// an error of kind [`Closed`](crate::ErrorKind::Closed), leaves those counts unchanged
 /// (final since `sink_closed`) and counts the write in `refused`.
+///
+/// A Loki sink with a disk buffer also takes over what an earlier process left in the
+/// buffer (`replayed`), and leaves on disk what its shutdown could not deliver
+/// (`persisted`), so that its totals read
+/// `accepted + replayed == delivered + dropped + persisted`; without a disk buffer both
+/// are 0.
 ///
 /// # Examples
 ///
@@ -35,12 +41,20 @@ pub struct SinkStats {
     pub dropped: u64,
     /// Writes refused because the sink was closed (never accepted, so not in the totals).
     pub refused: u64,
+    /// Records an earlier process left in the disk buffer, taken over by this sink when it
+    /// was built (reported by `buffer_replayed`).
+    pub replayed: u64,
+    /// Records the sink's shutdown left in its disk buffer, undelivered, for the next
+    /// process to deliver (not dropped).
+    pub persisted: u64,
 }
 
 impl SinkStats {
-    /// Records accepted but not yet delivered or dropped (queued or in flight).
+    /// Records taken (accepted or replayed) but not yet delivered, dropped or persisted
+    /// (queued or in flight).
     pub fn pending(&self) -> u64 {
-        self.accepted.saturating_sub(self.delivered + self.dropped)
+        (self.accepted + self.replayed)
+            .saturating_sub(self.delivered + self.dropped + self.persisted)
     }
 }
 
@@ -65,8 +79,9 @@ impl SinkStats {
 pub struct ShutdownReport {
     /// The sink's final counters.
     pub stats: SinkStats,
-    /// Records the shutdown could not deliver before its deadline (reported dropped with
-    /// reason `shutdown`); while `completed` is false, also those still pending.
+    /// Records the shutdown could not deliver before its deadline and dropped (reported
+    /// with reason `shutdown`); while `completed` is false, also those still pending. Those
+    /// left in a disk buffer are in `stats.persisted`, not here.
     pub undelivered: u64,
     /// False when the worker had not finished by the deadline (for example stuck in a
     /// system call); `stats` is then a snapshot, not final.

@@ -104,6 +104,20 @@ impl Consumer {
         }
     }
 
+    /// Records that `n` records an earlier process left in the disk buffer were taken over.
+    pub(crate) fn replayed(&self, n: u64) {
+        if n > 0 {
+            self.shared.lock().replayed(n);
+        }
+    }
+
+    /// Records that `n` records stay in the disk buffer at shutdown, for the next process.
+    pub(crate) fn persisted(&self, n: u64) {
+        if n > 0 {
+            self.shared.lock().persisted(n);
+        }
+    }
+
     /// Records that `n` records were dropped and emits `records_dropped`.
     pub(crate) fn dropped(&self, n: u64, why: &str) {
         if n > 0 {

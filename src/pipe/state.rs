@@ -107,6 +107,8 @@ struct Counts {
     delivered: u64,
     dropped: u64,
     refused: u64,
+    replayed: u64,
+    persisted: u64,
     /// Dropped with reason `shutdown`.
     dropped_shutdown: u64,
 }
@@ -172,6 +174,8 @@ impl State {
             delivered: c.delivered,
             dropped: c.dropped,
             refused: c.refused,
+            replayed: c.replayed,
+            persisted: c.persisted,
         }
     }
 
@@ -329,6 +333,16 @@ impl State {
 
     pub(crate) fn delivered(&mut self, n: u64) {
         self.counts.delivered += n;
+    }
+
+    /// `n` records an earlier process left in a disk buffer were taken over.
+    pub(crate) fn replayed(&mut self, n: u64) {
+        self.counts.replayed += n;
+    }
+
+    /// `n` records were left in a disk buffer at shutdown, for the next process.
+    pub(crate) fn persisted(&mut self, n: u64) {
+        self.counts.persisted += n;
     }
 
     pub(crate) fn dropped(&mut self, n: u64, why: &str) {
@@ -768,6 +782,24 @@ mod tests {
         s.finish();
         assert!(s.is_done());
         assert_eq!(line(&mut s, "d"), Did::Refused);
+    }
+
+    #[test]
+    fn replayed_and_persisted_records_balance_the_totals() {
+        let mut s = state(8, OverflowPolicy::DropNewest);
+        s.replayed(5);
+        line(&mut s, "a");
+        assert_eq!(s.stats().pending(), 6);
+        s.delivered(2);
+        s.persisted(3);
+        let (lost, _) = s.end(reason::SHUTDOWN, None);
+        assert_eq!(lost, 1, "what was neither delivered nor persisted is dropped");
+        let st = s.stats();
+        assert_eq!(
+            st.accepted + st.replayed,
+            st.delivered + st.dropped + st.persisted
+        );
+        assert_eq!(st.pending(), 0);
     }
 
     #[test]

@@ -157,7 +157,14 @@ pub(super) fn end(shared: &Shared, why: &str, failure: Option<&str>) {
             let _ = ack.tx.send(());
         }
     }
-    events::sink_closed(&shared.id, stats.accepted, stats.delivered, stats.dropped);
+    events::sink_closed(
+        &shared.id,
+        stats.accepted,
+        stats.delivered,
+        stats.dropped,
+        stats.replayed,
+        stats.persisted,
+    );
     shared.mark_done();
 }
 
