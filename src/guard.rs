@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::deadline::later;
-use crate::events::SinkId;
 use crate::sink::Sink;
 use crate::ShutdownReport;
+use crate::SinkId;
 
 /// Shuts every registered sink down with a deadline when dropped (or when
 /// [`shutdown`](Self::shutdown) is called), so the last records before `main` returns are

@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime};
 use sinkwatch::events::{self, reason, rotation_reason};
 use sinkwatch::testing::FsOp;
 use sinkwatch::testing::{self, CapturedEvent, Matcher};
-use sinkwatch::OverflowPolicy;
 use sinkwatch::Sink;
 use sinkwatch::{Compression, FileSink, FsyncPolicy, ManualClock};
+use sinkwatch::{ErrorKind, OverflowPolicy};
 
 use support::{census, files, ids, json_lines, names, read_any, record, seqs, wait_total};
 
@@ -201,7 +201,7 @@ async fn manual_rotation_resolves_with_the_rotated_file() {
     assert_eq!(seqs(&rotated), vec![0, 1, 2, 3]);
     assert_eq!(std::fs::metadata(sink.active_path()).unwrap().len(), 0);
     sink.shutdown(SHUTDOWN).await;
-    assert!(sink.rotate().await.unwrap_err().is_closed());
+    assert_eq!(sink.rotate().await.unwrap_err().kind(), ErrorKind::Closed);
 }
 
 #[tokio::test]
@@ -753,7 +753,10 @@ async fn shutdown_drains_reports_totals_and_refuses_later_records() {
         (Some(100), Some(100), Some(0))
     );
     assert_eq!(json_lines(sink.active_path()).len(), 100);
-    assert!(sink.try_write(record(0, 100)).unwrap_err().is_closed());
+    assert_eq!(
+        sink.try_write(record(0, 100)).unwrap_err().kind(),
+        ErrorKind::Closed
+    );
 }
 
 #[tokio::test]
@@ -780,7 +783,7 @@ fn build_needs_no_runtime_and_names_the_path_it_cannot_create() {
     let blocker = dir.path().join("a-file");
     std::fs::write(&blocker, "x").unwrap();
     let err = FileSink::builder(blocker.join("logs")).build().unwrap_err();
-    assert!(err.is_io(), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     assert!(
         err.to_string().contains(&*blocker.to_string_lossy()),
         "{err}"
@@ -799,7 +802,7 @@ fn a_bad_setting_is_reported_by_build() {
         .max_file_size(0)
         .build()
         .unwrap_err();
-    assert!(err.is_config());
+    assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("max_file_size"), "{err}");
 }
 

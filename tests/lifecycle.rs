@@ -109,7 +109,10 @@ async fn a_panic_on_the_worker_is_caught_reported_and_fails_everyone_cleanly() {
     assert_eq!(sink.flush().await.unwrap_err().kind(), ErrorKind::Failed);
     assert!(sink.rotate().await.is_err());
     // Later writes are refused, and counted apart from the final totals.
-    assert!(sink.try_write(record(20)).unwrap_err().is_closed());
+    assert_eq!(
+        sink.try_write(record(20)).unwrap_err().kind(),
+        ErrorKind::Failed
+    );
     let stats = sink.stats();
     assert_eq!(
         (
@@ -234,7 +237,7 @@ fn totals_stay_exact_when_writers_race_shutdown() {
                         match sink.try_write(record(t * 10_000 + i)) {
                             Ok(()) => {}
                             Err(e) => {
-                                assert!(e.is_closed(), "{e}");
+                                assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
                                 refused += 1;
                             }
                         }

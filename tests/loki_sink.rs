@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use sinkwatch::events::{self, reason};
 use sinkwatch::testing::{self, Matcher};
 use sinkwatch::testing::{Fault, LokiReceiver};
-use sinkwatch::OverflowPolicy;
 use sinkwatch::{Encoding, LongLines};
+use sinkwatch::{ErrorKind, OverflowPolicy};
 use support::{assert_identity, drops, ev, nanos, pushed, receiver, record, sink_for};
 
 #[tokio::test]
@@ -422,7 +422,10 @@ async fn shutdown_cuts_a_request_in_flight_at_its_deadline() {
     sink.try_write(record("in flight")).unwrap();
     sink.try_write(record("queued")).unwrap();
     events
-        .wait(Matcher::event("receiver_request").sink(receiver.id()))
+        .wait(Matcher::sink_event(
+            receiver.id(),
+            testing::receiver_request::NAME,
+        ))
         .timeout(Duration::from_millis(500))
         .await
         .ok();
@@ -451,7 +454,7 @@ async fn shutdown_pushes_what_is_queued() {
     assert_eq!(report.stats.delivered, 100);
     assert_eq!(receiver.entry_count(), 100);
     let err = sink.try_write(record("late")).unwrap_err();
-    assert!(err.is_closed());
+    assert_eq!(err.kind(), ErrorKind::Closed);
 }
 
 #[tokio::test]

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sinkwatch::events::{self, SinkId};
 use sinkwatch::testing::{self, Matcher, WaitErrorKind};
+use sinkwatch::{events, SinkId};
 
 /// A short timeout for waits that are expected to time out.
 const SHORT: Duration = Duration::from_millis(150);
@@ -581,17 +581,14 @@ async fn wait_logs_contain_awaits_logs_from_other_threads() {
 }
 
 #[tokio::test]
-async fn the_receiver_types_are_reachable_flatly_and_through_the_module() {
+async fn the_receiver_types_are_reachable_at_testing() {
     use sinkwatch::testing::{Fault, LokiReceiver, LokiReceiverBuilder};
-    // The flat and the module paths name the same items.
-    let builder: fn() -> LokiReceiverBuilder = testing::receiver::LokiReceiver::builder;
-    let _: fn(&LokiReceiver) -> Vec<testing::ReceivedEntry> =
-        testing::receiver::LokiReceiver::entries;
-    let _: fn(&testing::receiver::LokiReceiver) -> Vec<testing::ReceivedRequest> =
-        LokiReceiver::requests;
+    let builder: fn() -> LokiReceiverBuilder = LokiReceiver::builder;
+    let _: fn(&LokiReceiver) -> Vec<testing::ReceivedEntry> = LokiReceiver::entries;
+    let _: fn(&LokiReceiver) -> Vec<testing::ReceivedRequest> = LokiReceiver::requests;
     let _: fn(&LokiReceiver, &str) -> Vec<testing::ReceivedStream> = LokiReceiver::streams;
     let receiver = builder().start().await.unwrap();
     receiver.push_fault(Fault::status(503));
-    receiver.push_fault(testing::receiver::Fault::status(429));
+    receiver.push_fault(Fault::status(429));
     assert_eq!(receiver.pending_faults(), 2);
 }

@@ -12,7 +12,7 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
 
-use crate::events::SinkId;
+use crate::SinkId;
 
 /// A field value as captured from an event, keeping its type.
 ///

@@ -23,8 +23,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::events::{self, reason, SinkId};
 use crate::queue::{Queue, QueueConfig};
+use crate::{
+    events::{self, reason},
+    SinkId,
+};
 use crate::{Error, ErrorKind, Result};
 
 mod consumer;

@@ -10,8 +10,8 @@ use tracing::Metadata;
 
 use super::{CloseOnDrop, Patience, Shared, ShutdownReport, LAYER_MAX_WAIT};
 use crate::deadline::later;
-use crate::events::SinkId;
 use crate::queue::{FlushAck, OverflowPolicy, Put, Queue, Refusal, SinkStats};
+use crate::SinkId;
 use crate::{Error, ErrorKind, Result};
 
 /// The handle side of a queue. Cloning shares the queue; when every clone is gone the

@@ -8,9 +8,9 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use sinkwatch::events::SinkId;
 use sinkwatch::testing::{Matcher, Watcher};
 use sinkwatch::Record;
+use sinkwatch::SinkId;
 use tracing::Level;
 
 /// A fixed event time, so every line of a test has the same length.

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use sinkwatch::events::{self, SinkId};
 use sinkwatch::testing::LokiReceiver;
 use sinkwatch::testing::{self, CapturedEvent, Matcher, Watcher};
 use sinkwatch::Record;
+use sinkwatch::{events, SinkId};
 use sinkwatch::{LineFormat, LokiSink, LokiSinkBuilder};
 use tracing::Level;
 

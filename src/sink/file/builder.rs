@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::active::{cut_torn_tail, ActiveFile, FaultHook, FsFaultHook, FsOp};
+use super::active::{cut_torn_tail, ActiveFile};
 use super::clock::{Clock, SystemClock};
 use super::maintenance::Context;
 use super::naming::Naming;
@@ -15,9 +15,10 @@ use super::retention::Retention;
 use super::schedule::{Schedule, TimeZone};
 use super::worker::{self, Parts};
 use super::{Compression, FileSink, Format, FsyncPolicy};
-use crate::events::SinkId;
+use crate::fault::{FaultHook, FsFaultHook, FsOp};
 use crate::queue::QueueConfig;
 use crate::worker::{queue, spawn_worker};
+use crate::SinkId;
 
 /// How long a writer waits for room in a full queue by default.
 const DEFAULT_MAX_BLOCK: Duration = Duration::from_secs(1);
@@ -475,6 +476,7 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[allow(clippy::needless_pass_by_value, reason = "builders are used by value")]
     fn err(b: FileSinkBuilder) -> Error {
@@ -490,7 +492,7 @@ mod tests {
     fn zero_limits_are_reported_by_name() {
         let e = err(FileSinkBuilder::new("x").max_file_size(0));
         assert!(
-            e.is_config() && e.to_string().contains("max_file_size"),
+            e.kind() == ErrorKind::Config && e.to_string().contains("max_file_size"),
             "{e}"
         );
         let e = err(FileSinkBuilder::new("x").rotate_every(Duration::ZERO));
@@ -509,7 +511,7 @@ mod tests {
             (".app", "log"),
         ] {
             assert!(
-                err(FileSinkBuilder::new("x").file_name(prefix, ext)).is_config(),
+                err(FileSinkBuilder::new("x").file_name(prefix, ext)).kind() == ErrorKind::Config,
                 "{prefix} {ext}"
             );
         }
@@ -527,7 +529,7 @@ mod tests {
         let file = dir.path().join("plain");
         std::fs::write(&file, "x").unwrap();
         let e = prepare_dir(&file.join("logs")).unwrap_err();
-        assert!(e.is_io());
+        assert_eq!(e.kind(), ErrorKind::Io);
         assert!(e.to_string().contains(&*file.to_string_lossy()), "{e}");
         assert!(std::error::Error::source(&e).is_some());
     }

@@ -49,8 +49,6 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-#[cfg(feature = "testing")]
-pub use active::{FaultHook, FsFaultHook, FsOp};
 pub use builder::FileSinkBuilder;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use format::Format;
@@ -59,8 +57,8 @@ pub use writer::FileWriter;
 
 use self::worker::Control;
 use crate::deadline::later;
-use crate::events::SinkId;
 use crate::worker::{Patience, Producer};
+use crate::SinkId;
 use crate::{Error, ErrorKind, Record, Result, ShutdownReport, SinkStats};
 
 /// How rotated files are compressed.

@@ -140,7 +140,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::loki_sink::encode::Timestamp;
+    use crate::sink::loki::encode::Timestamp;
 
     fn entry(line: &str) -> EntryAdapter {
         EntryAdapter {

@@ -11,9 +11,9 @@ use super::line::{Lines, TRUNCATION_MARKER};
 use super::retry::RetryPolicy;
 use super::worker::{self, Config};
 use super::{Encoding, LineFormat, LokiSink, LongLines};
-use crate::events::{self, SinkId};
 use crate::queue::QueueConfig;
 use crate::worker::{queue, spawn_worker};
+use crate::{events, SinkId};
 
 /// How long a writer waits for room in a full queue by default.
 const DEFAULT_MAX_BLOCK: Duration = Duration::from_millis(500);
@@ -602,6 +602,7 @@ impl LokiSinkBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     fn base() -> LokiSinkBuilder {
         LokiSinkBuilder::new("http://127.0.0.1:3100".into()).label("app", "demo")
@@ -609,7 +610,7 @@ mod tests {
 
     fn err(b: LokiSinkBuilder) -> String {
         let e = b.build().unwrap_err();
-        assert!(e.is_config(), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
         e.to_string()
     }
 

@@ -48,8 +48,8 @@ use std::time::Duration;
 pub use builder::LokiSinkBuilder;
 
 use crate::deadline::later;
-use crate::events::SinkId;
 use crate::worker::{Patience, Producer};
+use crate::SinkId;
 use crate::{Record, Result, ShutdownReport, SinkStats};
 
 /// How push requests are encoded.

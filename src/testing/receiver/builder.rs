@@ -11,8 +11,8 @@ use super::server::{Clock, Progress, Shared};
 use super::store::Store;
 use super::validate::Limits;
 use super::LokiReceiver;
-use crate::events::SinkId;
 use crate::Result;
+use crate::SinkId;
 
 /// Builds a [`LokiReceiver`].
 ///

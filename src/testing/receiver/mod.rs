@@ -35,8 +35,9 @@ pub use builder::LokiReceiverBuilder;
 pub use faults::Fault;
 pub use store::{ReceivedEntry, ReceivedRequest, ReceivedStream};
 
-use crate::events::SinkId;
-use crate::{Error, ErrorKind, Result};
+use super::watcher::{WaitError, WaitErrorKind};
+use crate::SinkId;
+use crate::{Error, Result};
 use server::{lock, Shared};
 
 /// A Loki-compatible push receiver listening on a real TCP port.
@@ -191,18 +192,19 @@ impl LokiReceiver {
     ///
     /// # Errors
     ///
-    /// A timeout error (`ErrorKind::Timeout`) saying how many requests were handled.
+    /// A [`WaitError`] of kind [`Timeout`](WaitErrorKind::Timeout) saying how many
+    /// requests were handled.
     ///
     /// # Cancel safety
     ///
     /// Cancel-safe: dropping the future only stops the wait.
-    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Result<()> {
+    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Result<(), WaitError> {
         let target = n as u64;
         server::wait_for(&self.shared.progress, timeout, |p| p.requests >= target)
             .await
             .map_err(|p| {
-                Error::new(
-                    ErrorKind::Timeout,
+                WaitError::new(
+                    WaitErrorKind::Timeout,
                     format!(
                         "the Loki receiver handled {} of {n} requests within {timeout:?}",
                         p.requests
@@ -217,18 +219,19 @@ impl LokiReceiver {
     ///
     /// # Errors
     ///
-    /// A timeout error (`ErrorKind::Timeout`) saying how many requests arrived.
+    /// A [`WaitError`] of kind [`Timeout`](WaitErrorKind::Timeout) saying how many
+    /// requests arrived.
     ///
     /// # Cancel safety
     ///
     /// Cancel-safe: dropping the future only stops the wait.
-    pub async fn wait_for_arrivals(&self, n: usize, timeout: Duration) -> Result<()> {
+    pub async fn wait_for_arrivals(&self, n: usize, timeout: Duration) -> Result<(), WaitError> {
         let target = n as u64;
         server::wait_for(&self.shared.progress, timeout, |p| p.arrivals >= target)
             .await
             .map_err(|p| {
-                Error::new(
-                    ErrorKind::Timeout,
+                WaitError::new(
+                    WaitErrorKind::Timeout,
                     format!(
                         "{} of {n} requests reached the Loki receiver within {timeout:?}",
                         p.arrivals
@@ -257,18 +260,19 @@ impl LokiReceiver {
     ///
     /// # Errors
     ///
-    /// A timeout error (`ErrorKind::Timeout`) saying how many entries were accepted.
+    /// A [`WaitError`] of kind [`Timeout`](WaitErrorKind::Timeout) saying how many
+    /// entries were accepted.
     ///
     /// # Cancel safety
     ///
     /// Cancel-safe: dropping the future only stops the wait.
-    pub async fn wait_for_entries(&self, n: usize, timeout: Duration) -> Result<()> {
+    pub async fn wait_for_entries(&self, n: usize, timeout: Duration) -> Result<(), WaitError> {
         let target = n as u64;
         server::wait_for(&self.shared.progress, timeout, |p| p.entries >= target)
             .await
             .map_err(|p| {
-                Error::new(
-                    ErrorKind::Timeout,
+                WaitError::new(
+                    WaitErrorKind::Timeout,
                     format!(
                         "the Loki receiver accepted {} of {n} entries within {timeout:?}",
                         p.entries

@@ -21,7 +21,8 @@ use super::faults::{Action, Script};
 use super::labels;
 use super::store::{ReceivedRequest, Store};
 use super::validate::{self, Grouped, Limits};
-use crate::events::{self, SinkId};
+use crate::testing::schema;
+use crate::SinkId;
 
 /// The push endpoint.
 pub(crate) const PUSH_PATH: &str = "/loki/api/v1/push";
@@ -592,7 +593,7 @@ fn account(shared: &Shared, rec: ReceivedRequest) {
         store.record_request(rec);
         store.entries().len() as u64
     };
-    events::receiver_request(
+    schema::receiver_request(
         &shared.id, status, &tenant, accepted, rejected, bytes, &error,
     );
     shared.progress.send_modify(|p| {
