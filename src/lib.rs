@@ -79,6 +79,8 @@
 )]
 
 mod deadline;
+#[cfg(test)]
+mod defaults;
 mod error;
 pub mod events;
 #[cfg(feature = "file")]

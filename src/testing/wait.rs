@@ -55,7 +55,8 @@ impl<'w, T: Send + 'w> Wait<'w, T> {
         }
     }
 
-    /// Sets the timeout (before scaling by `CI_TIMEOUT_MULTIPLIER`). By default, 5 s.
+    /// Sets the timeout (before scaling by `CI_TIMEOUT_MULTIPLIER`). By default,
+    /// [`DEFAULT_TIMEOUT`](super::DEFAULT_TIMEOUT).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

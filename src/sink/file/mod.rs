@@ -192,7 +192,8 @@ impl FileSink {
     }
 
     /// Queues a record, waiting for room as the sink's overflow policy says: by default
-    /// ([`OverflowPolicy::Block`](crate::OverflowPolicy::Block)) for at most 1 s, after which
+    /// ([`OverflowPolicy::Block`](crate::OverflowPolicy::Block), bound in
+    /// [the defaults](crate::FileSinkBuilder#defaults)) for a bounded time, after which
     /// the record is dropped and the sink sheds load until its worker catches up (every
     /// drop reported). This blocks the calling thread: from async code use
     /// [`write_async`](Self::write_async). The record is formatted and written by the worker.

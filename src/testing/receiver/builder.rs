@@ -200,8 +200,9 @@ impl LokiReceiverBuilder {
         self
     }
 
-    /// Most entries in one request, all streams together. By default 100,000 (the Loki
-    /// sink sends at most 65,536 by default); more is 413, as for
+    /// Most entries in one request, all streams together. By default 100,000 (more than
+    /// the Loki sink sends by default, see its
+    /// [`batch_max_entries`](crate::LokiSinkBuilder#defaults)); more is 413, as for
     /// [`max_streams_per_request`](Self::max_streams_per_request). 0: no limit.
     pub fn max_entries_per_request(mut self, count: usize) -> Self {
         self.limits.max_entries_per_request = count;
