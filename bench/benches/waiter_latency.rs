@@ -3,7 +3,7 @@
 //! A plain thread emits an event; a task parked in `Watcher::wait` measures the time from
 //! the capture of the event to its own wake-up. Prints p50/p99/max; asserts nothing.
 //!
-//! Run: `cargo bench --bench waiter_latency --features testing`
+//! Run: `cargo bench -p sinkwatch-bench --bench waiter_latency`
 //! (`SINKWATCH_BENCH_N` sets the number of samples, 20,000 by default).
 
 use std::future::{Future as _, IntoFuture as _};
