@@ -41,18 +41,6 @@ impl Clock for PanickyClock {
     }
 }
 
-fn sum_dropped(seen: &Watcher, sink: &sinkwatch::SinkId, why: &str) -> u64 {
-    seen.history()
-        .iter()
-        .filter(|e| {
-            Matcher::sink_event(sink, events::records_dropped::NAME)
-                .field("reason", why)
-                .matches(e)
-        })
-        .map(|e| e.u64("count").unwrap())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_panic_on_the_worker_is_caught_reported_and_fails_everyone_cleanly() {
     testing::init();
@@ -101,7 +89,10 @@ async fn a_panic_on_the_worker_is_caught_reported_and_fails_everyone_cleanly() {
         ),
         (Some(20), Some(1), Some(19))
     );
-    assert_eq!(sum_dropped(&seen, sink.id(), reason::WORKER_FAILED), 19);
+    assert_eq!(
+        support::dropped(&seen, sink.id(), reason::WORKER_FAILED),
+        19
+    );
     // The flush queued before the panic, and every later one, resolve with the failure.
     let err = pending_flush.await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
@@ -260,7 +251,7 @@ fn totals_stay_exact_when_writers_race_shutdown() {
         );
         assert_eq!(
             report.undelivered,
-            sum_dropped(&seen, sink.id(), reason::SHUTDOWN)
+            support::dropped(&seen, sink.id(), reason::SHUTDOWN)
         );
         assert_eq!(sink.stats().refused, refused);
     }
@@ -318,7 +309,7 @@ async fn undelivered_counts_what_the_deadline_cut() {
         .unwrap();
     assert_eq!(report.undelivered, 9);
     assert_eq!(report.stats.dropped, 9);
-    assert_eq!(sum_dropped(&seen, sink.id(), reason::SHUTDOWN), 9);
+    assert_eq!(support::dropped(&seen, sink.id(), reason::SHUTDOWN), 9);
 }
 
 #[tokio::test]

@@ -3,6 +3,11 @@
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
+#[path = "tally.rs"]
+mod tally;
+#[allow(unused_imports, reason = "each test file uses a different subset")]
+pub use tally::{dropped, drops};
+
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
