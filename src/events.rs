@@ -395,7 +395,7 @@ pub(crate) mod tests {
     pub(crate) async fn assert_emitters_match(list: &[EventSchema], emit: fn(&SinkId)) {
         testing::init();
         let sink = SinkId::new("schema");
-        let mut events = testing::watch();
+        let events = testing::watch();
         emit(&sink);
         for schema in list {
             let ev = events

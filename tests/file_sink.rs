@@ -38,7 +38,7 @@ async fn seed_size_rotation_keeps_exactly_the_records_written_before_it() {
         .max_file_size(1000)
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     for seq in 0..12 {
         sink.try_write(record(0, seq)).unwrap();
     }
@@ -101,7 +101,7 @@ async fn a_time_boundary_rotates_without_any_new_record() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     for seq in 0..3 {
         sink.try_write(record(0, seq)).unwrap();
     }
@@ -135,7 +135,7 @@ async fn an_empty_file_is_not_rotated_at_a_boundary() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     clock.advance(Duration::from_secs(120));
     // The boundary woke the worker before this flush reached it.
     sink.flush().await.unwrap();
@@ -161,7 +161,7 @@ async fn size_and_time_rotation_work_together() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let size = Matcher::sink_event(sink.id(), events::rotation_complete::NAME)
         .field("reason", rotation_reason::SIZE);
     let time = Matcher::sink_event(sink.id(), events::rotation_complete::NAME)
@@ -241,14 +241,14 @@ async fn retention_by_count_keeps_the_newest() {
         .clock(ManualClock::new(start_time()))
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let mut rotated = Vec::new();
     for seq in 0..5 {
         sink.try_write(record(0, seq)).unwrap();
         rotated.push(sink.rotate().await.unwrap().unwrap());
     }
     wait_total(
-        &mut events,
+        &events,
         sink.id(),
         events::retention_pruned::NAME,
         "files",
@@ -271,7 +271,7 @@ async fn retention_by_age_follows_the_clock() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     let old = sink.rotate().await.unwrap().unwrap();
     clock.advance(Duration::from_secs(3599));
@@ -307,14 +307,14 @@ async fn retention_by_total_bytes_removes_the_oldest() {
         .clock(ManualClock::new(start_time()))
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let mut rotated = Vec::new();
     for seq in 0..4 {
         sink.try_write(record(0, seq)).unwrap();
         rotated.push(sink.rotate().await.unwrap().unwrap());
     }
     let pruned = wait_total(
-        &mut events,
+        &events,
         sink.id(),
         events::retention_pruned::NAME,
         "files",
@@ -351,7 +351,7 @@ async fn retention_never_touches_a_foreign_file_sharing_the_prefix() {
     for name in ours {
         std::fs::write(dir.path().join(name), "old").unwrap();
     }
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = FileSink::builder(dir.path()).max_files(1).build().unwrap();
     let pruned = events
         .wait(Matcher::sink_event(
@@ -383,7 +383,7 @@ async fn compression_replaces_rotated_files_with_whole_archives() {
         .compression(Compression::Gzip)
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     for seq in 0..50 {
         sink.try_write(record(0, seq)).unwrap();
     }
@@ -456,7 +456,7 @@ async fn start_up_recovers_from_a_crash_at_every_step_of_compression() {
     let z = "app.20240101T000002.000Z.log";
     std::fs::write(d.join(z), data(3)).unwrap();
 
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = FileSink::builder(d)
         .compression(Compression::Gzip)
         .build()
@@ -499,7 +499,7 @@ async fn a_restart_appends_and_counts_the_existing_size() {
     first.shutdown(SHUTDOWN).await;
     let line = std::fs::metadata(first.active_path()).unwrap().len() / 3;
 
-    let mut events = testing::watch();
+    let events = testing::watch();
     // Room for one more line on top of the three already there.
     let second = FileSink::builder(dir.path())
         .max_file_size(4 * line + line / 2)
@@ -527,7 +527,7 @@ async fn an_active_file_deleted_under_the_sink_is_reopened() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     let sink = FileSink::builder(dir.path()).build().unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     sink.flush().await.unwrap();
     std::fs::remove_file(sink.active_path()).unwrap();
@@ -547,7 +547,7 @@ async fn an_active_file_moved_away_is_reopened_and_the_moved_file_kept() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     let sink = FileSink::builder(dir.path()).build().unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     sink.flush().await.unwrap();
     let moved = dir.path().join("moved-by-logrotate");
@@ -583,19 +583,12 @@ async fn a_full_disk_drops_and_reports_exactly_then_recovers() {
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     for seq in 0..5 {
         sink.try_write(record(0, seq)).unwrap();
     }
     sink.flush().await.unwrap();
-    let failed = wait_total(
-        &mut events,
-        sink.id(),
-        events::write_failed::NAME,
-        "records",
-        5,
-    )
-    .await;
+    let failed = wait_total(&events, sink.id(), events::write_failed::NAME, "records", 5).await;
     assert!(
         failed[0].str("error").unwrap().contains("No space left"),
         "{:?}",
@@ -603,7 +596,7 @@ async fn a_full_disk_drops_and_reports_exactly_then_recovers() {
     );
     let dropped = Matcher::sink_event(sink.id(), events::records_dropped::NAME)
         .field("reason", reason::WRITE_FAILED);
-    support::wait_total_matching(&mut events, dropped, "count", 5).await;
+    support::wait_total_matching(&events, dropped, "count", 5).await;
     assert_eq!(std::fs::metadata(sink.active_path()).unwrap().len(), 0);
 
     full.store(false, Ordering::SeqCst);
@@ -641,19 +634,12 @@ async fn a_write_cut_short_leaves_no_torn_line_and_counts_only_written_bytes() {
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     for seq in 0..10 {
         sink.try_write(record(0, seq)).unwrap();
     }
     sink.flush().await.unwrap();
-    let failed = wait_total(
-        &mut events,
-        sink.id(),
-        events::write_failed::NAME,
-        "records",
-        8,
-    )
-    .await;
+    let failed = wait_total(&events, sink.id(), events::write_failed::NAME, "records", 8).await;
     let lost: u64 = failed.iter().map(|e| e.u64("bytes").unwrap()).sum();
     assert_eq!(lost, 8 * line as u64);
     assert_eq!(seqs(sink.active_path()), vec![0, 1]);
@@ -690,7 +676,7 @@ async fn drop_newest_reports_exactly_what_it_dropped() {
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
         .await
@@ -703,7 +689,7 @@ async fn drop_newest_reports_exactly_what_it_dropped() {
     let dropped = Matcher::sink_event(sink.id(), events::records_dropped::NAME)
         .field("reason", reason::QUEUE_FULL);
     // The bound covers the record the worker holds (blocked in its write), so three more fit.
-    support::wait_total_matching(&mut events, dropped, "count", 7).await;
+    support::wait_total_matching(&events, dropped, "count", 7).await;
     assert_eq!(seqs(sink.active_path()), vec![0, 1, 2, 3]);
     let stats = sink.stats();
     assert_eq!((stats.accepted, stats.delivered, stats.dropped), (11, 4, 7));
@@ -733,7 +719,7 @@ async fn shutdown_drains_reports_totals_and_refuses_later_records() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     let sink = FileSink::builder(dir.path()).build().unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     for seq in 0..100 {
         sink.try_write(record(0, seq)).unwrap();
     }
@@ -765,7 +751,7 @@ async fn dropping_every_handle_drains_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let sink = FileSink::builder(dir.path()).build().unwrap();
     let (id, path) = (sink.id().clone(), sink.active_path().to_owned());
-    let mut events = testing::watch();
+    let events = testing::watch();
     for seq in 0..10 {
         sink.try_write(record(0, seq)).unwrap();
     }
@@ -819,7 +805,7 @@ async fn concurrent_writers_through_many_compressed_rotations_lose_and_tear_noth
         .queue_capacity(256)
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let writers: Vec<_> = (0..TASKS)
         .map(|task| {
             let sink = sink.clone();
@@ -906,7 +892,7 @@ async fn a_failed_sync_on_flush_is_reported_and_the_flush_still_resolves() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     let sink = failing_sync(dir.path(), FsyncPolicy::OnFlush);
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     sink.flush().await.unwrap();
     let failed = events
@@ -924,7 +910,7 @@ async fn a_failed_sync_before_rotation_is_reported_and_the_rotation_still_happen
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     let sink = failing_sync(dir.path(), FsyncPolicy::OnRotation);
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     let rotated = sink.rotate().await.unwrap().expect("a rotated file");
     events
@@ -940,7 +926,7 @@ async fn a_failed_sync_at_shutdown_is_reported_before_the_sink_closes() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     let sink = failing_sync(dir.path(), FsyncPolicy::OnRotation);
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     let report = sink.shutdown(SHUTDOWN).await;
     assert_eq!(report.stats.delivered, 1);
@@ -968,7 +954,7 @@ async fn retention_reports_a_file_it_cannot_remove_and_removes_it_on_a_later_pas
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     let first = sink.rotate().await.unwrap().unwrap();
     sink.try_write(record(0, 1)).unwrap();
@@ -992,7 +978,7 @@ async fn retention_reports_a_file_it_cannot_remove_and_removes_it_on_a_later_pas
     sink.rotate().await.unwrap().unwrap();
     // The next pass removes both older files: the one that failed and the one now past the count.
     wait_total(
-        &mut events,
+        &events,
         sink.id(),
         events::retention_pruned::NAME,
         "files",
@@ -1008,7 +994,7 @@ async fn retention_reports_a_directory_it_cannot_list() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     // Watching before the sink starts: its start-up pass may report at once.
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = FileSink::builder(dir.path())
         .max_files(1)
         .fs_fault_hook(|op, _| match op {
@@ -1042,7 +1028,7 @@ async fn a_clock_stepped_back_rotates_at_the_next_boundary_of_the_new_time() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     sink.flush().await.unwrap();
     // Back one hour (an NTP step): the file's interval is over as the clock now reads it.
@@ -1078,7 +1064,7 @@ async fn a_file_deleted_between_the_identity_check_and_the_write_loses_nothing()
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     sink.flush().await.unwrap();
     events
@@ -1110,7 +1096,7 @@ async fn a_cancelled_write_async_under_wait_keeps_the_totals_exact() {
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.write_async(record(0, 0)).await.unwrap();
     tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
         .await
@@ -1196,7 +1182,7 @@ async fn a_line_longer_than_the_size_limit_is_written_whole_in_a_file_of_its_own
         .max_file_size(1000)
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     // Over the queue's default byte bound (4 MiB): `write` waits until the queue is empty,
     // where any one record fits.
     let long = "y".repeat(8 * 1024 * 1024);
@@ -1244,7 +1230,7 @@ async fn a_restart_in_the_same_millisecond_neither_collides_nor_prunes_one_too_m
     first.try_write(record(0, 2)).unwrap();
     first.shutdown(SHUTDOWN).await;
 
-    let mut events = testing::watch();
+    let events = testing::watch();
     // The clock has not moved: every name this run makes is in the same millisecond.
     let second = build();
     rotated.push(second.rotate().await.unwrap().unwrap());
@@ -1281,7 +1267,7 @@ async fn retention_at_start_up_counts_a_crashed_compression_once() {
     std::fs::write(d.join(name(1)), data(1)).unwrap();
     gz(&d.join(format!("{}.gz", name(1))), &data(1));
     gz(&d.join(format!("{}.gz", name(2))), &data(2));
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = FileSink::builder(d)
         .compression(Compression::Gzip)
         .max_files(2)
@@ -1329,7 +1315,7 @@ async fn shutdown_past_its_deadline_stops_a_running_compression_before_the_sink_
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     let rotated = sink.rotate().await.unwrap().unwrap();
     tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())

@@ -25,7 +25,7 @@ async fn dropping_the_guard_delivers_the_last_records_of_every_sink() {
         .batch_wait(Duration::from_secs(3600))
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let guard = ShutdownGuard::new()
         .with_sink(file.clone())
         .with_sink(loki.clone())
@@ -69,7 +69,7 @@ async fn what_the_deadline_cuts_off_is_reported() {
         .batch_wait(Duration::from_secs(3600))
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     for n in 0..10 {
         loki.try_write(record(n)).unwrap();
     }

@@ -159,7 +159,7 @@ async fn a_stalled_disk_holds_the_caller_once_then_the_sink_sheds_reports_and_re
         .fault_hook(hook)
         .build()
         .unwrap();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     let subscriber = tracing_subscriber::registry().with(SinkLayer::new(file.clone()));
     let emitted = 400_u64;
     let started = Instant::now();

@@ -43,7 +43,7 @@ async fn the_loki_sink_never_ships_its_own_work_but_the_file_sink_records_it() {
         .with(testing::layer());
     tracing::subscriber::set_global_default(subscriber).unwrap();
     testing::init();
-    let mut events = testing::watch();
+    let events = testing::watch();
 
     tracing::info!(order = 7, "application event");
     loki.flush().await.unwrap();

@@ -57,7 +57,7 @@ async fn a_panic_on_the_worker_is_caught_reported_and_fails_everyone_cleanly() {
         .fault_hook(hook)
         .build()
         .unwrap();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     sink.try_write(record(0)).unwrap();
     tokio::task::spawn_blocking(move || entered.recv().unwrap())
         .await
@@ -146,7 +146,7 @@ async fn a_panic_in_a_maintenance_job_is_reported_and_the_sink_keeps_going() {
         .clock(clock)
         .build()
         .unwrap();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     sink.try_write(record(0)).unwrap();
     sink.rotate().await.unwrap().unwrap();
     let failed = seen
@@ -218,7 +218,7 @@ fn totals_stay_exact_when_writers_race_shutdown() {
             .queue_capacity(64)
             .build()
             .unwrap();
-        let mut seen = testing::watch();
+        let seen = testing::watch();
         let writers: Vec<_> = (0..3)
             .map(|t| {
                 let sink = sink.clone();
@@ -243,7 +243,7 @@ fn totals_stay_exact_when_writers_race_shutdown() {
         let s = report.stats;
         assert_eq!(s.accepted, s.delivered + s.dropped, "round {round}: {s:?}");
         assert_eq!(s.accepted + refused, 6_000, "round {round}");
-        let closed = futures_wait(&mut seen, &sink);
+        let closed = futures_wait(&seen, &sink);
         assert_eq!(
             (closed.0, closed.1, closed.2),
             (s.accepted, s.delivered, s.dropped),
@@ -258,7 +258,7 @@ fn totals_stay_exact_when_writers_race_shutdown() {
 }
 
 /// The totals `sink_closed` carried, awaited from synchronous code.
-fn futures_wait(seen: &mut Watcher, sink: &FileSink) -> (u64, u64, u64) {
+fn futures_wait(seen: &Watcher, sink: &FileSink) -> (u64, u64, u64) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -285,7 +285,7 @@ async fn undelivered_counts_what_the_deadline_cut() {
         .fault_hook(hook)
         .build()
         .unwrap();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     sink.try_write(record(0)).unwrap();
     tokio::task::spawn_blocking(move || entered.recv().unwrap())
         .await
@@ -317,7 +317,7 @@ async fn events_logged_after_shutdown_are_counted_and_reported() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     let sink = FileSink::builder(dir.path()).build().unwrap();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     sink.shutdown(SHUTDOWN).await;
     let subscriber = tracing_subscriber::registry().with(SinkLayer::new(sink.clone()));
     tracing::subscriber::with_default(subscriber, || {
@@ -351,7 +351,7 @@ async fn the_manual_clock_recipe_rotates_every_time_without_a_flush() {
             .clock(clock.clone())
             .build()
             .unwrap();
-        let mut seen = testing::watch();
+        let seen = testing::watch();
         sink.try_write(record(round)).unwrap();
         clock.advance(Duration::from_secs(60));
         let rotated = seen
@@ -373,7 +373,7 @@ async fn the_manual_clock_recipe_rotates_every_time_without_a_flush() {
 #[tokio::test]
 async fn the_plain_test_pattern_leaves_no_directory_behind() {
     testing::init();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     let mut paths = Vec::new();
     let mut ids = Vec::new();
     for _ in 0..10 {

@@ -43,7 +43,7 @@ fn main() {
         let mut samples = Vec::with_capacity(n);
         for i in 0..n as u64 {
             // A watcher per sample, as a test has one per test.
-            let mut events = testing::watch();
+            let events = testing::watch();
             let mut wait = std::pin::pin!(events
                 .wait(Matcher::target("latency_bench").field("i", i))
                 .into_future());

@@ -8,7 +8,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! testing::init(); // once per test process is enough; later calls do nothing
-//! let mut seen = testing::watch(); // before the action
+//! let seen = testing::watch(); // before the action
 //! tokio::spawn(async { tracing::info!(job = "nightly", "job finished") });
 //! let done = seen.wait(Matcher::any().field("job", "nightly")).await.unwrap();
 //! assert_eq!(done.level(), tracing::Level::INFO);

@@ -102,7 +102,7 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
 /// Awaits events of `name` from `sink` until their `field` values add up to `total`;
 /// returns the events.
 pub async fn wait_total(
-    events: &mut Watcher,
+    events: &Watcher,
     sink: &SinkId,
     name: &str,
     field: &str,
@@ -113,7 +113,7 @@ pub async fn wait_total(
 
 /// Awaits events matching `matcher` until their `field` values add up to `total`.
 pub async fn wait_total_matching(
-    events: &mut Watcher,
+    events: &Watcher,
     matcher: Matcher,
     field: &str,
     total: u64,

@@ -59,7 +59,7 @@ pub fn ev(sink: &SinkId, name: &str) -> Matcher {
 }
 
 /// Waits for this sink's `push_complete`, failing fast on `push_failed`.
-pub async fn pushed(events: &mut Watcher, sink: &LokiSink) -> CapturedEvent {
+pub async fn pushed(events: &Watcher, sink: &LokiSink) -> CapturedEvent {
     events
         .wait(ev(sink.id(), events::push_complete::NAME))
         .fail_on(ev(sink.id(), events::push_failed::NAME))
