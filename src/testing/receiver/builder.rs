@@ -238,17 +238,15 @@ impl LokiReceiverBuilder {
         self
     }
 
-    /// Binds the listener and starts serving on the current tokio runtime.
+    /// Binds the listener and starts serving, on the receiver's own thread and runtime (see
+    /// [`LokiReceiver`]): it needs no runtime of the caller's.
     ///
     /// Events go to the `tracing` dispatcher that is current when this is called.
     ///
     /// # Errors
     ///
-    /// An I/O error when the address cannot be bound.
-    ///
-    /// # Panics
-    ///
-    /// When called outside a tokio runtime.
+    /// An I/O error when the address cannot be bound, or the receiver's thread or runtime
+    /// cannot start.
     pub async fn start(self) -> Result<LokiReceiver> {
         let (progress, _) = tokio::sync::watch::channel(Progress::default());
         let (listening, _) = tokio::sync::watch::channel(false);

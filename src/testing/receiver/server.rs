@@ -56,7 +56,7 @@ pub(crate) struct Shared {
     /// connections are closed (after `stop`, or the receiver's drop).
     pub(crate) listening: watch::Sender<bool>,
     /// The dispatcher current when the receiver started, so its events reach the test's
-    /// subscriber from whatever runtime thread serves a request.
+    /// subscriber from the receiver's own thread.
     pub(crate) dispatch: tracing::Dispatch,
 }
 
