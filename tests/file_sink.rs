@@ -17,7 +17,7 @@ use sinkwatch::Sink;
 use sinkwatch::{Compression, FileSink, FsyncPolicy, ManualClock};
 use sinkwatch::{ErrorKind, OverflowPolicy};
 
-use support::{census, files, ids, json_lines, names, read_any, record, seqs, wait_total};
+use support::{arrange, census, files, ids, json_lines, names, read_any, record, seqs, wait_total};
 
 /// A time on a whole hour plus ten seconds, so a one-minute boundary is 50 s away.
 fn start_time() -> SystemTime {
@@ -32,17 +32,11 @@ const SHUTDOWN: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn seed_size_rotation_keeps_exactly_the_records_written_before_it() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path())
-        .max_file_size(1000)
-        .build()
-        .unwrap();
-    let events = testing::watch();
+    let (seen, dir, sink) = arrange(|b| b.max_file_size(1000));
     for seq in 0..12 {
         sink.try_write(record(0, seq)).unwrap();
     }
-    let rotated = events
+    let rotated = seen
         .wait(
             Matcher::sink_event(sink.id(), events::rotation_complete::NAME)
                 .field("reason", rotation_reason::SIZE),
@@ -205,6 +199,46 @@ async fn manual_rotation_resolves_with_the_rotated_file() {
 }
 
 #[tokio::test]
+async fn rotate_writes_what_came_before_and_is_not_a_flush() {
+    let (seen, _dir, sink) = arrange(|b| b);
+    for seq in 0..4 {
+        sink.try_write(record(0, seq)).unwrap();
+    }
+    let rotated = sink.rotate().await.unwrap().unwrap();
+    assert_eq!(seqs(&rotated), vec![0, 1, 2, 3]);
+    // flush_complete means a flush() completed: only the real one below may emit it.
+    sink.flush().await.unwrap();
+    let flushes = seen.take_all(Matcher::sink_event(sink.id(), events::flush_complete::NAME));
+    assert_eq!(flushes.len(), 1, "{flushes:?}");
+    sink.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test]
+async fn after_a_flush_every_size_rotation_so_far_has_been_captured() {
+    let (seen, dir, sink) = arrange(|b| b.max_file_size(2000));
+    let rotations = || Matcher::sink_event(sink.id(), events::rotation_complete::NAME);
+    for seq in 0..100 {
+        sink.try_write(record(0, seq)).unwrap();
+    }
+    sink.flush().await.unwrap();
+    let first = seen.take_all(rotations());
+    let rotated = files(dir.path()).len() - 1;
+    assert!(
+        rotated > 1,
+        "the test writes enough to rotate several times"
+    );
+    assert_eq!(first.len(), rotated);
+    for seq in 100..150 {
+        sink.try_write(record(0, seq)).unwrap();
+    }
+    sink.flush().await.unwrap();
+    let second = seen.take_all(rotations());
+    assert_eq!(first.len() + second.len(), files(dir.path()).len() - 1);
+    assert!(!second.is_empty(), "only the later rotations, none twice");
+    sink.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test]
 async fn rotated_names_never_collide() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
@@ -234,27 +268,13 @@ async fn rotated_names_never_collide() {
 
 #[tokio::test]
 async fn retention_by_count_keeps_the_newest() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path())
-        .max_files(2)
-        .clock(ManualClock::new(start_time()))
-        .build()
-        .unwrap();
-    let events = testing::watch();
+    let (seen, dir, sink) = arrange(|b| b.max_files(2).clock(ManualClock::new(start_time())));
     let mut rotated = Vec::new();
     for seq in 0..5 {
         sink.try_write(record(0, seq)).unwrap();
         rotated.push(sink.rotate().await.unwrap().unwrap());
     }
-    wait_total(
-        &events,
-        sink.id(),
-        events::retention_pruned::NAME,
-        "files",
-        3,
-    )
-    .await;
+    wait_total(&seen, sink.id(), events::retention_pruned::NAME, "files", 3).await;
     let mut left = files(dir.path());
     left.retain(|p| p != sink.active_path());
     assert_eq!(left, rotated[3..].to_vec());
@@ -377,18 +397,12 @@ async fn retention_never_touches_a_foreign_file_sharing_the_prefix() {
 
 #[tokio::test]
 async fn compression_replaces_rotated_files_with_whole_archives() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path())
-        .compression(Compression::Gzip)
-        .build()
-        .unwrap();
-    let events = testing::watch();
+    let (seen, _dir, sink) = arrange(|b| b.compression(Compression::Gzip));
     for seq in 0..50 {
         sink.try_write(record(0, seq)).unwrap();
     }
     let rotated = sink.rotate().await.unwrap().unwrap();
-    let done = events
+    let done = seen
         .wait(Matcher::sink_event(
             sink.id(),
             events::compression_complete::NAME,
@@ -524,16 +538,13 @@ async fn a_restart_appends_and_counts_the_existing_size() {
 
 #[tokio::test]
 async fn an_active_file_deleted_under_the_sink_is_reopened() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path()).build().unwrap();
-    let events = testing::watch();
+    let (seen, _dir, sink) = arrange(|b| b);
     sink.try_write(record(0, 0)).unwrap();
     sink.flush().await.unwrap();
     std::fs::remove_file(sink.active_path()).unwrap();
     sink.try_write(record(0, 1)).unwrap();
     sink.flush().await.unwrap();
-    let reopened = events
+    let reopened = seen
         .wait(Matcher::sink_event(sink.id(), events::file_reopened::NAME))
         .await
         .unwrap();
@@ -544,18 +555,14 @@ async fn an_active_file_deleted_under_the_sink_is_reopened() {
 
 #[tokio::test]
 async fn an_active_file_moved_away_is_reopened_and_the_moved_file_kept() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path()).build().unwrap();
-    let events = testing::watch();
+    let (seen, dir, sink) = arrange(|b| b);
     sink.try_write(record(0, 0)).unwrap();
     sink.flush().await.unwrap();
     let moved = dir.path().join("moved-by-logrotate");
     std::fs::rename(sink.active_path(), &moved).unwrap();
     sink.try_write(record(0, 1)).unwrap();
     sink.flush().await.unwrap();
-    events
-        .wait(Matcher::sink_event(sink.id(), events::file_reopened::NAME))
+    seen.wait(Matcher::sink_event(sink.id(), events::file_reopened::NAME))
         .await
         .unwrap();
     assert_eq!(seqs(&moved), vec![0]);
@@ -716,17 +723,14 @@ async fn the_wait_policy_loses_nothing_when_the_queue_is_full() {
 
 #[tokio::test]
 async fn shutdown_drains_reports_totals_and_refuses_later_records() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path()).build().unwrap();
-    let events = testing::watch();
+    let (seen, _dir, sink) = arrange(|b| b);
     for seq in 0..100 {
         sink.try_write(record(0, seq)).unwrap();
     }
     let report = sink.shutdown(SHUTDOWN).await;
     assert!(report.completed);
     assert_eq!(report.undelivered, 0);
-    let closed = events
+    let closed = seen
         .wait(Matcher::sink_event(sink.id(), events::sink_closed::NAME))
         .await
         .unwrap();
@@ -796,16 +800,12 @@ fn a_bad_setting_is_reported_by_build() {
 async fn concurrent_writers_through_many_compressed_rotations_lose_and_tear_nothing() {
     const TASKS: u64 = 8;
     const PER_TASK: u64 = 1500;
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path())
-        .max_file_size(16 * 1024)
-        .compression(Compression::Gzip)
-        .overflow(OverflowPolicy::Wait)
-        .queue_capacity(256)
-        .build()
-        .unwrap();
-    let events = testing::watch();
+    let (seen, dir, sink) = arrange(|b| {
+        b.max_file_size(16 * 1024)
+            .compression(Compression::Gzip)
+            .overflow(OverflowPolicy::Wait)
+            .queue_capacity(256)
+    });
     let writers: Vec<_> = (0..TASKS)
         .map(|task| {
             let sink = sink.clone();
@@ -816,19 +816,18 @@ async fn concurrent_writers_through_many_compressed_rotations_lose_and_tear_noth
             })
         })
         .collect();
-    events
-        .wait_n(
-            Matcher::sink_event(sink.id(), events::rotation_complete::NAME),
-            50,
-        )
-        .timeout(Duration::from_secs(60))
-        .fail_on(Matcher::sink_event(
-            sink.id(),
-            events::rotation_failed::NAME,
-        ))
-        .fail_on(Matcher::sink_event(sink.id(), events::write_failed::NAME))
-        .await
-        .unwrap();
+    seen.wait_n(
+        Matcher::sink_event(sink.id(), events::rotation_complete::NAME),
+        50,
+    )
+    .timeout(Duration::from_secs(60))
+    .fail_on(Matcher::sink_event(
+        sink.id(),
+        events::rotation_failed::NAME,
+    ))
+    .fail_on(Matcher::sink_event(sink.id(), events::write_failed::NAME))
+    .await
+    .unwrap();
     for w in writers {
         w.await.unwrap();
     }
@@ -1176,13 +1175,7 @@ async fn control_characters_never_break_a_text_line() {
 
 #[tokio::test]
 async fn a_line_longer_than_the_size_limit_is_written_whole_in_a_file_of_its_own() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path())
-        .max_file_size(1000)
-        .build()
-        .unwrap();
-    let events = testing::watch();
+    let (seen, _dir, sink) = arrange(|b| b.max_file_size(1000));
     // Over the queue's default byte bound (4 MiB): `write` waits until the queue is empty,
     // where any one record fits.
     let long = "y".repeat(8 * 1024 * 1024);
@@ -1191,7 +1184,7 @@ async fn a_line_longer_than_the_size_limit_is_written_whole_in_a_file_of_its_own
         .unwrap();
     sink.write(record(0, 2)).unwrap();
     sink.flush().await.unwrap();
-    let rotations = events
+    let rotations = seen
         .wait_n(
             Matcher::sink_event(sink.id(), events::rotation_complete::NAME),
             2,

@@ -13,10 +13,25 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use sinkwatch::testing::{Matcher, Watcher};
-use sinkwatch::Record;
-use sinkwatch::SinkId;
+use sinkwatch::testing::{self, Matcher, Watcher};
+use sinkwatch::{FileSink, FileSinkBuilder, Record, SinkId};
+use tempfile::TempDir;
 use tracing::Level;
+
+/// What most file-sink tests start from, in this order: the capture installed and a
+/// watcher created before the sink (so it sees the sink's start-up events), a temporary
+/// directory, and a sink writing into it, its builder given to `configure` first:
+/// `let (seen, dir, sink) = arrange(|b| b.max_file_size(1000));`. Bind the directory to a
+/// name (`_dir` if unused, never `_`) so it lives as long as the sink.
+pub fn arrange(
+    configure: impl FnOnce(FileSinkBuilder) -> FileSinkBuilder,
+) -> (Watcher, TempDir, FileSink) {
+    testing::init();
+    let seen = testing::watch();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = configure(FileSink::builder(dir.path())).build().unwrap();
+    (seen, dir, sink)
+}
 
 /// A fixed event time, so every line of a test has the same length.
 pub fn fixed_time() -> SystemTime {

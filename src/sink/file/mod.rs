@@ -260,13 +260,21 @@ impl FileSink {
     /// Cancel-safe in that nothing is lost, but once the request reached the worker the
     /// rotation still happens.
     pub async fn rotate(&self) -> Result<Option<PathBuf>> {
-        self.producer.flush().await?;
+        // The worker writes everything queued before it rotates: no flush (and so no
+        // `flush_complete`, which means a `flush()` call) is needed for the ordering.
         let (tx, rx) = oneshot::channel();
+        let sent = self.control.send(Control::Rotate(tx)).is_ok();
+        match rx.await {
+            Ok(result) if sent => result,
+            _ => Err(self.stopped_error().await),
+        }
+    }
+
+    /// Why the worker is gone: a flush on a stopped sink says (`Failed` with the worker's
+    /// panic, or `Closed`) and queues no marker, so it emits no `flush_complete`.
+    async fn stopped_error(&self) -> Error {
         let closed = || Error::new(ErrorKind::Closed, format!("sink {} is closed", self.id()));
-        self.control
-            .send(Control::Rotate(tx))
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        self.producer.flush().await.err().unwrap_or_else(closed)
     }
 
     /// Stops accepting records, writes what is queued until `timeout` has passed, reports
