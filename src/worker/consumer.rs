@@ -5,11 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{end, Shared};
+use crate::events::{self, reason};
 use crate::queue::{Chunk, FlushAck};
-use crate::{
-    events::{self, reason},
-    SinkId,
-};
+use crate::SinkId;
 
 /// The worker side of a queue (cloned for the worker's own tasks).
 #[derive(Clone)]

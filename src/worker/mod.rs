@@ -23,11 +23,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::events::{self, reason};
 use crate::queue::{Queue, QueueConfig};
-use crate::{
-    events::{self, reason},
-    SinkId,
-};
+use crate::SinkId;
 use crate::{Error, ErrorKind, Result};
 
 mod consumer;
