@@ -61,7 +61,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The sinks' own events, printed as they happen (the embedded receiver's per-request
     // events and the per-flush debug events would only be noise here).
     let sink_events = filter_fn(|meta| {
-        meta.target() == sinkwatch::events::TARGET && meta.name() != "receiver_request"
+        meta.target() == sinkwatch::events::TARGET
+            && meta.name() != sinkwatch::testing::receiver_request::NAME
     });
     tracing_subscriber::registry()
         .with(

@@ -17,10 +17,9 @@ pub enum ErrorKind {
     Io,
     /// The sink has been shut down and accepts no more records.
     Closed,
-    /// A deadline passed before the operation completed.
-    Timeout,
     /// The sink's worker failed (it panicked, for example in a user-supplied `Clock`); the
-    /// sink is closed, and the `worker_failed` event says why.
+    /// sink is closed, and the `worker_failed` event says why. Not [`Closed`](Self::Closed):
+    /// match both to handle "the sink no longer takes records" whatever the cause.
     Failed,
 }
 
@@ -30,7 +29,6 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Config => "invalid configuration",
             ErrorKind::Io => "I/O error",
             ErrorKind::Closed => "sink closed",
-            ErrorKind::Timeout => "timed out",
             ErrorKind::Failed => "sink failed",
         })
     }
@@ -38,9 +36,10 @@ impl fmt::Display for ErrorKind {
 
 /// The error type of sinkwatch.
 ///
-/// An opaque value with a [`kind`](Error::kind), a message that says what was being done
-/// (and, where it helps, how to fix it) and the underlying cause through
-/// [`source`](std::error::Error::source). The message never repeats the cause.
+/// An opaque value with a [`kind`](Error::kind) (the one way to ask what went wrong), a
+/// message that says what was being done (and, where it helps, how to fix it) and the
+/// underlying cause through [`source`](std::error::Error::source). The message never
+/// repeats the cause.
 ///
 /// # Examples
 ///
@@ -57,7 +56,6 @@ impl fmt::Display for ErrorKind {
 ///     .build()
 ///     .unwrap_err();
 /// assert_eq!(err.kind(), ErrorKind::Config);
-/// assert!(err.is_config());
 /// assert_eq!(
 ///     err.to_string(),
 ///     "invalid configuration: the Loki URL must be http:// or https://, not loki://"
@@ -106,29 +104,24 @@ impl Error {
         self
     }
 
-    /// The kind of failure.
+    /// The kind of failure: the one way to ask what went wrong.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(feature = "file")] {
+    /// use sinkwatch::{ErrorKind, FileSink, Record};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let sink = FileSink::builder(dir.path()).build().unwrap();
+    /// sink.shutdown_blocking(std::time::Duration::from_secs(5));
+    /// let err = sink.try_write(Record::new(tracing::Level::INFO, "late")).unwrap_err();
+    /// // A sink that stopped, whether shut down or failed:
+    /// assert!(matches!(err.kind(), ErrorKind::Closed | ErrorKind::Failed));
+    /// # }
+    /// ```
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
-    }
-
-    /// True for a configuration error reported by a builder.
-    pub fn is_config(&self) -> bool {
-        self.inner.kind == ErrorKind::Config
-    }
-
-    /// True for an I/O error.
-    pub fn is_io(&self) -> bool {
-        self.inner.kind == ErrorKind::Io
-    }
-
-    /// True when the sink was already closed.
-    pub fn is_closed(&self) -> bool {
-        matches!(self.inner.kind, ErrorKind::Closed | ErrorKind::Failed)
-    }
-
-    /// True when a deadline passed.
-    pub fn is_timeout(&self) -> bool {
-        self.inner.kind == ErrorKind::Timeout
     }
 }
 
@@ -170,6 +163,6 @@ mod tests {
         let err = Error::io("cannot create /x", cause);
         assert_eq!(err.to_string(), "I/O error: cannot create /x");
         assert_eq!(err.source().unwrap().to_string(), "denied");
-        assert!(err.is_io());
+        assert_eq!(err.kind(), ErrorKind::Io);
     }
 }

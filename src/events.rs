@@ -2,7 +2,7 @@
 //!
 //! All events share one target, [`TARGET`], and carry two fields besides their own:
 //! [`EVENT`] (the event's name, so it shows in formatted output as `event="push_complete"`)
-//! and [`SINK`] (the unique id of the sink instance that emitted it, see [`SinkId`]).
+//! and [`SINK`] (the unique id of the sink instance that emitted it, see [`SinkId`](crate::SinkId)).
 //! The name is also the event's [`Metadata::name()`](tracing::Metadata::name).
 //!
 //! Each event has a module here with its `NAME`, `LEVEL`, one constant per field and `FIELDS`
@@ -24,9 +24,6 @@
 //! # let _ = is_push_complete;
 //! ```
 
-use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The target of every event sinkwatch emits.
@@ -35,61 +32,6 @@ pub const TARGET: &str = "sinkwatch";
 pub const EVENT: &str = "event";
 /// The field that carries the emitting sink's unique id.
 pub const SINK: &str = "sink";
-
-/// The unique id of one sink instance (or receiver), carried by every event as [`SINK`].
-///
-/// Ids look like `file-3` or `loki-7` (or `<name>-<n>` when a sink is given a name) and are
-/// unique within the process, so parallel tests never confuse two sinks.
-///
-/// # Examples
-///
-/// ```
-/// use sinkwatch::events::SinkId;
-///
-/// let a = SinkId::new("file");
-/// let b = SinkId::new("file");
-/// assert_ne!(a, b);
-/// assert!(a.as_str().starts_with("file-"));
-/// ```
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SinkId(Arc<str>, u64);
-
-impl SinkId {
-    /// A fresh id: `prefix` followed by a process-wide counter.
-    pub fn new(prefix: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        SinkId(Arc::from(format!("{prefix}-{n}")), n)
-    }
-
-    /// The id as a string, as it appears in events.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The process-wide number in the id (never 0): cheap to compare on hot paths.
-    pub(crate) fn number(&self) -> u64 {
-        self.1
-    }
-}
-
-impl fmt::Display for SinkId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for SinkId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SinkId({})", self.0)
-    }
-}
-
-impl AsRef<str> for SinkId {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
 
 /// A field in the schema: its name and type (`"u64"` or `"string"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,8 +92,20 @@ pub mod rotation_reason {
     pub const MANUAL: &str = "manual";
 }
 
+/// Declares events: for each, a public module with its name, level and field constants, and
+/// a crate-internal emitter with one typed argument per field. `@list NAME;` first names the
+/// constant listing them (`ALL` by default). The receiver's event in `testing` is declared
+/// with it too, so every event of the crate has the same shape.
 macro_rules! schema {
-    ($(
+    ($( $(#[$doc:meta])* $event:ident : $level:ident { $($fields:tt)* } )*) => {
+        $crate::events::schema! {
+            @list
+            /// Every event in the schema.
+            ALL;
+            $( $(#[$doc])* $event : $level { $($fields)* } )*
+        }
+    };
+    (@list $(#[$ldoc:meta])* $all:ident; $(
         $(#[$doc:meta])*
         $event:ident : $level:ident {
             $( $(#[$fdoc:meta])* $konst:ident = $field:ident : $fty:tt ),* $(,)?
@@ -166,16 +120,22 @@ macro_rules! schema {
                 pub const LEVEL: tracing::Level = tracing::Level::$level;
                 $( $(#[$fdoc])* pub const $konst: &str = stringify!($field); )*
                 /// The event's own fields with their types, in order.
-                pub const FIELDS: &[super::Field] = &[
-                    $( super::Field { name: stringify!($field), ty: schema!(@ty $fty) } ),*
+                pub const FIELDS: &[$crate::events::Field] = &[
+                    $( $crate::events::Field {
+                        name: stringify!($field),
+                        ty: $crate::events::schema!(@ty $fty),
+                    } ),*
                 ];
             }
 
             #[allow(clippy::too_many_arguments, dead_code)]
-            pub(crate) fn $event(sink: &SinkId $(, $field: schema!(@arg $fty))*) {
+            pub(crate) fn $event(
+                sink: &$crate::SinkId
+                $(, $field: $crate::events::schema!(@arg $fty))*
+            ) {
                 tracing::event!(
                     name: $event::NAME,
-                    target: TARGET,
+                    target: $crate::events::TARGET,
                     tracing::Level::$level,
                     event = $event::NAME,
                     sink = sink.as_str()
@@ -184,15 +144,19 @@ macro_rules! schema {
             }
         )*
 
-        /// Every event in the schema.
-        pub const ALL: &[EventSchema] = &[
-            $( EventSchema { name: $event::NAME, level: $event::LEVEL, fields: $event::FIELDS } ),*
+        $(#[$ldoc])*
+        pub const $all: &[$crate::events::EventSchema] = &[
+            $( $crate::events::EventSchema {
+                name: $event::NAME,
+                level: $event::LEVEL,
+                fields: $event::FIELDS,
+            } ),*
         ];
 
         /// Emits every event once through its real emitter, with placeholder values.
         #[cfg(all(test, feature = "testing"))]
-        fn emit_every_event(sink: &SinkId) {
-            $( $event(sink $(, schema!(@sample $fty $field))*); )*
+        pub(crate) fn emit_every_event(sink: &$crate::SinkId) {
+            $( $event(sink $(, $crate::events::schema!(@sample $fty $field))*); )*
         }
     };
     (@sample u64 $field:ident) => { 7 };
@@ -202,6 +166,7 @@ macro_rules! schema {
     (@arg u64) => { u64 };
     (@arg str) => { &str };
 }
+pub(crate) use schema;
 
 schema! {
     /// A push request was answered with 2xx: its entries are delivered.
@@ -434,22 +399,6 @@ schema! {
         /// `accepted + replayed == delivered + dropped + persisted`.
         PERSISTED = persisted: u64,
     }
-
-    /// The Loki-compatible test receiver handled a push request (its id is in `sink`).
-    receiver_request: INFO {
-        /// The HTTP status it answered.
-        STATUS = status: u64,
-        /// The tenant (`X-Scope-OrgID`, or `fake` with auth off; empty if rejected before).
-        TENANT = tenant: str,
-        /// Entries stored.
-        ACCEPTED = accepted: u64,
-        /// Entries rejected (validation errors).
-        REJECTED = rejected: u64,
-        /// Bytes of the request body as received.
-        BYTES = bytes: u64,
-        /// The error text of the response (empty on success).
-        ERROR = error: str,
-    }
 }
 
 /// A duration in whole microseconds, saturating, for `*_us` fields.
@@ -458,17 +407,19 @@ pub(crate) fn micros(d: Duration) -> u64 {
 }
 
 #[cfg(all(test, feature = "testing"))]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::testing::{self, Matcher};
+    use crate::SinkId;
 
-    #[tokio::test]
-    async fn every_emitter_emits_exactly_its_schema() {
+    /// Emits every event of `list` through `emit` and checks each arrives with exactly its
+    /// schema: name, level, fields in order, and each field's type.
+    pub(crate) async fn assert_emitters_match(list: &[EventSchema], emit: fn(&SinkId)) {
         testing::init();
         let sink = SinkId::new("schema");
-        let mut events = testing::watch();
-        emit_every_event(&sink);
-        for schema in ALL {
+        let events = testing::watch();
+        emit(&sink);
+        for schema in list {
             let ev = events
                 .wait(Matcher::sink_event(&sink, schema.name))
                 .await
@@ -492,6 +443,11 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn every_emitter_emits_exactly_its_schema() {
+        assert_emitters_match(ALL, emit_every_event).await;
     }
 
     /// A `MakeWriter` into a shared buffer.

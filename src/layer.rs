@@ -25,7 +25,8 @@ use crate::sink::Sink;
 ///   each sink's worker. A full queue applies the sink's overflow policy: by default
 ///   ([`OverflowPolicy::Block`](crate::OverflowPolicy::Block)) the caller waits for room,
 ///   so a burst the sink can absorb loses nothing, but never longer than the sink's bound
-///   (file: 1 s, Loki: 100 ms); past it the sink sheds load without waiting and reports
+///   (its builder's `overflow` default: [file](crate::FileSinkBuilder#defaults),
+///   [Loki](crate::LokiSinkBuilder#defaults)); past it the sink sheds load without waiting and reports
 ///   every record it drops (`records_dropped`, reason `stalled`), until its worker has
 ///   caught up. Under [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait) the layer
 ///   waits at most 1 s too (a direct `write` waits as long as it takes). Events emitted on
@@ -42,6 +43,17 @@ use crate::sink::Sink;
 /// - **Composes.** Use the usual filters: `EnvFilter` on the whole stack, or a per-layer
 ///   filter (`.with_filter(LevelFilter::WARN)`) to give one sink only some events. For
 ///   different filters per sink, add one `SinkLayer` per sink.
+///
+/// # Defaults
+///
+/// [`SinkLayer::new`] starts from these, the one place they are written (a unit test checks
+/// the table against `new`):
+///
+/// | setting | default |
+/// |---|---|
+/// | [`with_spans`](Self::with_spans) | true |
+/// | [`with_location`](Self::with_location) | false |
+/// | [`with_sinkwatch_events`](Self::with_sinkwatch_events) | true |
 ///
 /// # Examples
 ///
@@ -81,10 +93,9 @@ impl SinkLayer {
     /// the wait); past it the sink sheds load as `Block` does.
     pub const MAX_WAIT: std::time::Duration = pipe::LAYER_MAX_WAIT;
 
-    /// A layer feeding one sink.
-    ///
-    /// By default, records carry the span chain with its fields, no file/line, and other
-    /// sinks' sinkwatch events are forwarded.
+    /// A layer feeding one sink, with the [defaults](Self#defaults): records carry the span
+    /// chain with its fields and no file/line, and other sinks' sinkwatch events are
+    /// forwarded.
     pub fn new(sink: impl Sink) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(1);
         SinkLayer {
@@ -104,14 +115,16 @@ impl SinkLayer {
         self
     }
 
-    /// Whether records carry the current span chain and its fields. By default, true.
+    /// Whether records carry the current span chain and its fields. Default: see
+    /// [the table](Self#defaults).
     #[must_use]
     pub fn with_spans(mut self, spans: bool) -> Self {
         self.spans = spans;
         self
     }
 
-    /// Whether records carry the event's source file and line. By default, false.
+    /// Whether records carry the event's source file and line. Default: see
+    /// [the table](Self#defaults).
     #[must_use]
     pub fn with_location(mut self, location: bool) -> Self {
         self.location = location;
@@ -119,8 +132,8 @@ impl SinkLayer {
     }
 
     /// Whether sinkwatch's own events (target `sinkwatch`) from *other* sinks are
-    /// forwarded to this layer's sinks. By default, true. A sink never receives the
-    /// events of its own work, whatever this says.
+    /// forwarded to this layer's sinks. A sink never receives the events of its own work,
+    /// whatever this says. Default: see [the table](Self#defaults).
     #[must_use]
     pub fn with_sinkwatch_events(mut self, forward: bool) -> Self {
         self.sinkwatch_events = forward;
@@ -290,4 +303,25 @@ where
 struct SpanFields {
     owner: usize,
     bytes: Vec<u8>,
+}
+
+#[cfg(all(test, feature = "file"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_table_is_what_new_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = crate::FileSink::builder(dir.path()).build().unwrap();
+        let layer = SinkLayer::new(sink.clone());
+        crate::defaults::assert_table(
+            include_str!("layer.rs"),
+            &[
+                ("with_spans", layer.spans.to_string()),
+                ("with_location", layer.location.to_string()),
+                ("with_sinkwatch_events", layer.sinkwatch_events.to_string()),
+            ],
+        );
+        sink.shutdown_blocking(std::time::Duration::from_secs(5));
+    }
 }

@@ -79,34 +79,37 @@
 )]
 
 mod deadline;
-pub mod error;
+#[cfg(test)]
+mod defaults;
+mod error;
 pub mod events;
+#[cfg(feature = "file")]
+mod fault;
 mod guard;
 mod layer;
 mod overflow;
 mod pipe;
-pub mod record;
-// Hidden: everything in it is re-exported below; it holds the sinks' 0.1 paths, deprecated.
-#[doc(hidden)]
-pub mod sink;
+mod record;
+mod sink;
+mod sink_id;
 mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::{Error, ErrorKind, Result};
-pub use events::SinkId;
 pub use guard::ShutdownGuard;
 pub use layer::SinkLayer;
 pub use overflow::OverflowPolicy;
 pub use record::{Record, SpanInfo, Value};
+pub use sink::{BoxFuture, Sink};
 #[cfg(feature = "file")]
-pub use sink::file_sink::{
+pub use sink::{
     Clock, Compression, FileSink, FileSinkBuilder, FileWriter, Format, FsyncPolicy, ManualClock,
     SystemClock, TimeZone,
 };
 #[cfg(feature = "loki")]
-pub use sink::loki_sink::{Encoding, LineFormat, LokiSink, LokiSinkBuilder, LongLines};
-pub use sink::{BoxFuture, Sink};
+pub use sink::{Encoding, LineFormat, LokiSink, LokiSinkBuilder, LongLines};
+pub use sink_id::SinkId;
 pub use stats::{ShutdownReport, SinkStats};
 
 /// Guides: the long-form documentation from `docs/`, readable in rustdoc.
@@ -147,6 +150,48 @@ pub mod guide {
     #[doc = include_str!("../docs/events.md")]
     pub mod events {}
 }
+
+/// One path per item: the modules behind the root's re-exports are private, so each of these
+/// fails to compile (E0603, a private module), as do the removed test-only items.
+///
+/// ```compile_fail,E0603
+/// use sinkwatch::error::Error;
+/// ```
+///
+/// ```compile_fail,E0603
+/// use sinkwatch::record::Record;
+/// ```
+///
+/// ```compile_fail,E0603
+/// use sinkwatch::sink::FileSink;
+/// ```
+///
+/// ```compile_fail,E0603
+/// use sinkwatch::testing::receiver::LokiReceiver;
+/// ```
+///
+/// ```compile_fail,E0432
+/// use sinkwatch::events::SinkId;
+/// ```
+///
+/// ```compile_fail,E0599
+/// let _ = sinkwatch::ErrorKind::Timeout;
+/// ```
+///
+/// ```compile_fail,E0432
+/// use sinkwatch::events::receiver_request;
+/// ```
+///
+/// The single paths:
+///
+/// ```
+/// use sinkwatch::testing::{receiver_request, LokiReceiver};
+/// use sinkwatch::{Error, Record, SinkId};
+/// # let _ = (receiver_request::NAME, LokiReceiver::builder);
+/// # fn _f(_: Error, _: Record, _: SinkId) {}
+/// ```
+#[cfg(all(doctest, feature = "testing", feature = "file", feature = "loki"))]
+pub struct OnePathDoctests;
 
 /// The README's examples, compiled as doc tests so they cannot rot.
 #[cfg(all(doctest, feature = "testing", feature = "file", feature = "loki"))]

@@ -1,8 +1,10 @@
-//! `docs/events.md` and `sinkwatch::events` agree: every event, level, field and type in
-//! the code is in the catalogue, and the catalogue lists nothing the code does not have.
+//! `docs/events.md` and the code agree: every event, level, field and type of
+//! `sinkwatch::events` is in the catalogue's "Events" section, every one of the testing
+//! side's (`sinkwatch::testing::EVENTS`) in its own section, and the catalogue lists nothing
+//! the code does not have.
 
-use sinkwatch::events;
-use sinkwatch::events::{reason, rotation_reason};
+use sinkwatch::events::{self, reason, rotation_reason, EventSchema};
+use sinkwatch::testing;
 
 #[derive(Debug, Default, PartialEq)]
 struct Documented {
@@ -11,13 +13,14 @@ struct Documented {
     fields: Vec<(String, String)>,
 }
 
-fn parse_catalogue() -> Vec<Documented> {
+/// The events documented in the section whose heading starts with `heading`.
+fn parse_catalogue(heading: &str) -> Vec<Documented> {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/events.md"))
         .expect("docs/events.md exists");
     let body = text
-        .split("\n## Events\n")
+        .split(&format!("\n## {heading}"))
         .nth(1)
-        .expect("an Events section");
+        .unwrap_or_else(|| panic!("a section \"{heading}\""));
     let body = body.split("\n## ").next().unwrap();
     let mut out: Vec<Documented> = Vec::new();
     for line in body.lines() {
@@ -40,11 +43,8 @@ fn parse_catalogue() -> Vec<Documented> {
     out
 }
 
-#[test]
-fn the_catalogue_matches_the_code() {
-    let documented = parse_catalogue();
-    let from_code: Vec<Documented> = events::ALL
-        .iter()
+fn from_code(list: &[EventSchema]) -> Vec<Documented> {
+    list.iter()
         .map(|e| Documented {
             name: e.name.to_owned(),
             level: e.level.to_string(),
@@ -54,8 +54,19 @@ fn the_catalogue_matches_the_code() {
                 .map(|f| (f.name.to_owned(), f.ty.to_owned()))
                 .collect(),
         })
-        .collect();
-    assert_eq!(documented, from_code);
+        .collect()
+}
+
+#[test]
+fn the_catalogue_matches_the_code() {
+    assert_eq!(parse_catalogue("Events\n"), from_code(events::ALL));
+}
+
+#[test]
+fn the_testing_sides_events_are_catalogued_apart() {
+    let documented = parse_catalogue("Events of the testing side");
+    assert_eq!(documented, from_code(testing::EVENTS));
+    assert!(!documented.is_empty());
 }
 
 #[test]

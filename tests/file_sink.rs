@@ -13,11 +13,11 @@ use std::time::{Duration, SystemTime};
 use sinkwatch::events::{self, reason, rotation_reason};
 use sinkwatch::testing::FsOp;
 use sinkwatch::testing::{self, CapturedEvent, Matcher};
-use sinkwatch::OverflowPolicy;
 use sinkwatch::Sink;
 use sinkwatch::{Compression, FileSink, FsyncPolicy, ManualClock};
+use sinkwatch::{ErrorKind, OverflowPolicy};
 
-use support::{census, files, ids, json_lines, names, read_any, record, seqs, wait_total};
+use support::{arrange, census, files, ids, json_lines, names, read_any, record, seqs, wait_total};
 
 /// A time on a whole hour plus ten seconds, so a one-minute boundary is 50 s away.
 fn start_time() -> SystemTime {
@@ -32,17 +32,11 @@ const SHUTDOWN: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn seed_size_rotation_keeps_exactly_the_records_written_before_it() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path())
-        .max_file_size(1000)
-        .build()
-        .unwrap();
-    let mut events = testing::watch();
+    let (seen, dir, sink) = arrange(|b| b.max_file_size(1000));
     for seq in 0..12 {
         sink.try_write(record(0, seq)).unwrap();
     }
-    let rotated = events
+    let rotated = seen
         .wait(
             Matcher::sink_event(sink.id(), events::rotation_complete::NAME)
                 .field("reason", rotation_reason::SIZE),
@@ -101,7 +95,7 @@ async fn a_time_boundary_rotates_without_any_new_record() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     for seq in 0..3 {
         sink.try_write(record(0, seq)).unwrap();
     }
@@ -135,7 +129,7 @@ async fn an_empty_file_is_not_rotated_at_a_boundary() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     clock.advance(Duration::from_secs(120));
     // The boundary woke the worker before this flush reached it.
     sink.flush().await.unwrap();
@@ -161,7 +155,7 @@ async fn size_and_time_rotation_work_together() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let size = Matcher::sink_event(sink.id(), events::rotation_complete::NAME)
         .field("reason", rotation_reason::SIZE);
     let time = Matcher::sink_event(sink.id(), events::rotation_complete::NAME)
@@ -201,7 +195,47 @@ async fn manual_rotation_resolves_with_the_rotated_file() {
     assert_eq!(seqs(&rotated), vec![0, 1, 2, 3]);
     assert_eq!(std::fs::metadata(sink.active_path()).unwrap().len(), 0);
     sink.shutdown(SHUTDOWN).await;
-    assert!(sink.rotate().await.unwrap_err().is_closed());
+    assert_eq!(sink.rotate().await.unwrap_err().kind(), ErrorKind::Closed);
+}
+
+#[tokio::test]
+async fn rotate_writes_what_came_before_and_is_not_a_flush() {
+    let (seen, _dir, sink) = arrange(|b| b);
+    for seq in 0..4 {
+        sink.try_write(record(0, seq)).unwrap();
+    }
+    let rotated = sink.rotate().await.unwrap().unwrap();
+    assert_eq!(seqs(&rotated), vec![0, 1, 2, 3]);
+    // flush_complete means a flush() completed: only the real one below may emit it.
+    sink.flush().await.unwrap();
+    let flushes = seen.take_all(Matcher::sink_event(sink.id(), events::flush_complete::NAME));
+    assert_eq!(flushes.len(), 1, "{flushes:?}");
+    sink.shutdown(SHUTDOWN).await;
+}
+
+#[tokio::test]
+async fn after_a_flush_every_size_rotation_so_far_has_been_captured() {
+    let (seen, dir, sink) = arrange(|b| b.max_file_size(2000));
+    let rotations = || Matcher::sink_event(sink.id(), events::rotation_complete::NAME);
+    for seq in 0..100 {
+        sink.try_write(record(0, seq)).unwrap();
+    }
+    sink.flush().await.unwrap();
+    let first = seen.take_all(rotations());
+    let rotated = files(dir.path()).len() - 1;
+    assert!(
+        rotated > 1,
+        "the test writes enough to rotate several times"
+    );
+    assert_eq!(first.len(), rotated);
+    for seq in 100..150 {
+        sink.try_write(record(0, seq)).unwrap();
+    }
+    sink.flush().await.unwrap();
+    let second = seen.take_all(rotations());
+    assert_eq!(first.len() + second.len(), files(dir.path()).len() - 1);
+    assert!(!second.is_empty(), "only the later rotations, none twice");
+    sink.shutdown(SHUTDOWN).await;
 }
 
 #[tokio::test]
@@ -234,27 +268,13 @@ async fn rotated_names_never_collide() {
 
 #[tokio::test]
 async fn retention_by_count_keeps_the_newest() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path())
-        .max_files(2)
-        .clock(ManualClock::new(start_time()))
-        .build()
-        .unwrap();
-    let mut events = testing::watch();
+    let (seen, dir, sink) = arrange(|b| b.max_files(2).clock(ManualClock::new(start_time())));
     let mut rotated = Vec::new();
     for seq in 0..5 {
         sink.try_write(record(0, seq)).unwrap();
         rotated.push(sink.rotate().await.unwrap().unwrap());
     }
-    wait_total(
-        &mut events,
-        sink.id(),
-        events::retention_pruned::NAME,
-        "files",
-        3,
-    )
-    .await;
+    wait_total(&seen, sink.id(), events::retention_pruned::NAME, "files", 3).await;
     let mut left = files(dir.path());
     left.retain(|p| p != sink.active_path());
     assert_eq!(left, rotated[3..].to_vec());
@@ -271,7 +291,7 @@ async fn retention_by_age_follows_the_clock() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     let old = sink.rotate().await.unwrap().unwrap();
     clock.advance(Duration::from_secs(3599));
@@ -307,14 +327,14 @@ async fn retention_by_total_bytes_removes_the_oldest() {
         .clock(ManualClock::new(start_time()))
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let mut rotated = Vec::new();
     for seq in 0..4 {
         sink.try_write(record(0, seq)).unwrap();
         rotated.push(sink.rotate().await.unwrap().unwrap());
     }
     let pruned = wait_total(
-        &mut events,
+        &events,
         sink.id(),
         events::retention_pruned::NAME,
         "files",
@@ -351,7 +371,7 @@ async fn retention_never_touches_a_foreign_file_sharing_the_prefix() {
     for name in ours {
         std::fs::write(dir.path().join(name), "old").unwrap();
     }
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = FileSink::builder(dir.path()).max_files(1).build().unwrap();
     let pruned = events
         .wait(Matcher::sink_event(
@@ -377,18 +397,12 @@ async fn retention_never_touches_a_foreign_file_sharing_the_prefix() {
 
 #[tokio::test]
 async fn compression_replaces_rotated_files_with_whole_archives() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path())
-        .compression(Compression::Gzip)
-        .build()
-        .unwrap();
-    let mut events = testing::watch();
+    let (seen, _dir, sink) = arrange(|b| b.compression(Compression::Gzip));
     for seq in 0..50 {
         sink.try_write(record(0, seq)).unwrap();
     }
     let rotated = sink.rotate().await.unwrap().unwrap();
-    let done = events
+    let done = seen
         .wait(Matcher::sink_event(
             sink.id(),
             events::compression_complete::NAME,
@@ -456,7 +470,7 @@ async fn start_up_recovers_from_a_crash_at_every_step_of_compression() {
     let z = "app.20240101T000002.000Z.log";
     std::fs::write(d.join(z), data(3)).unwrap();
 
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = FileSink::builder(d)
         .compression(Compression::Gzip)
         .build()
@@ -499,7 +513,7 @@ async fn a_restart_appends_and_counts_the_existing_size() {
     first.shutdown(SHUTDOWN).await;
     let line = std::fs::metadata(first.active_path()).unwrap().len() / 3;
 
-    let mut events = testing::watch();
+    let events = testing::watch();
     // Room for one more line on top of the three already there.
     let second = FileSink::builder(dir.path())
         .max_file_size(4 * line + line / 2)
@@ -524,16 +538,13 @@ async fn a_restart_appends_and_counts_the_existing_size() {
 
 #[tokio::test]
 async fn an_active_file_deleted_under_the_sink_is_reopened() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path()).build().unwrap();
-    let mut events = testing::watch();
+    let (seen, _dir, sink) = arrange(|b| b);
     sink.try_write(record(0, 0)).unwrap();
     sink.flush().await.unwrap();
     std::fs::remove_file(sink.active_path()).unwrap();
     sink.try_write(record(0, 1)).unwrap();
     sink.flush().await.unwrap();
-    let reopened = events
+    let reopened = seen
         .wait(Matcher::sink_event(sink.id(), events::file_reopened::NAME))
         .await
         .unwrap();
@@ -544,18 +555,14 @@ async fn an_active_file_deleted_under_the_sink_is_reopened() {
 
 #[tokio::test]
 async fn an_active_file_moved_away_is_reopened_and_the_moved_file_kept() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path()).build().unwrap();
-    let mut events = testing::watch();
+    let (seen, dir, sink) = arrange(|b| b);
     sink.try_write(record(0, 0)).unwrap();
     sink.flush().await.unwrap();
     let moved = dir.path().join("moved-by-logrotate");
     std::fs::rename(sink.active_path(), &moved).unwrap();
     sink.try_write(record(0, 1)).unwrap();
     sink.flush().await.unwrap();
-    events
-        .wait(Matcher::sink_event(sink.id(), events::file_reopened::NAME))
+    seen.wait(Matcher::sink_event(sink.id(), events::file_reopened::NAME))
         .await
         .unwrap();
     assert_eq!(seqs(&moved), vec![0]);
@@ -583,19 +590,12 @@ async fn a_full_disk_drops_and_reports_exactly_then_recovers() {
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     for seq in 0..5 {
         sink.try_write(record(0, seq)).unwrap();
     }
     sink.flush().await.unwrap();
-    let failed = wait_total(
-        &mut events,
-        sink.id(),
-        events::write_failed::NAME,
-        "records",
-        5,
-    )
-    .await;
+    let failed = wait_total(&events, sink.id(), events::write_failed::NAME, "records", 5).await;
     assert!(
         failed[0].str("error").unwrap().contains("No space left"),
         "{:?}",
@@ -603,7 +603,7 @@ async fn a_full_disk_drops_and_reports_exactly_then_recovers() {
     );
     let dropped = Matcher::sink_event(sink.id(), events::records_dropped::NAME)
         .field("reason", reason::WRITE_FAILED);
-    support::wait_total_matching(&mut events, dropped, "count", 5).await;
+    support::wait_total_matching(&events, dropped, "count", 5).await;
     assert_eq!(std::fs::metadata(sink.active_path()).unwrap().len(), 0);
 
     full.store(false, Ordering::SeqCst);
@@ -641,19 +641,12 @@ async fn a_write_cut_short_leaves_no_torn_line_and_counts_only_written_bytes() {
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     for seq in 0..10 {
         sink.try_write(record(0, seq)).unwrap();
     }
     sink.flush().await.unwrap();
-    let failed = wait_total(
-        &mut events,
-        sink.id(),
-        events::write_failed::NAME,
-        "records",
-        8,
-    )
-    .await;
+    let failed = wait_total(&events, sink.id(), events::write_failed::NAME, "records", 8).await;
     let lost: u64 = failed.iter().map(|e| e.u64("bytes").unwrap()).sum();
     assert_eq!(lost, 8 * line as u64);
     assert_eq!(seqs(sink.active_path()), vec![0, 1]);
@@ -690,7 +683,7 @@ async fn drop_newest_reports_exactly_what_it_dropped() {
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
         .await
@@ -703,7 +696,7 @@ async fn drop_newest_reports_exactly_what_it_dropped() {
     let dropped = Matcher::sink_event(sink.id(), events::records_dropped::NAME)
         .field("reason", reason::QUEUE_FULL);
     // The bound covers the record the worker holds (blocked in its write), so three more fit.
-    support::wait_total_matching(&mut events, dropped, "count", 7).await;
+    support::wait_total_matching(&events, dropped, "count", 7).await;
     assert_eq!(seqs(sink.active_path()), vec![0, 1, 2, 3]);
     let stats = sink.stats();
     assert_eq!((stats.accepted, stats.delivered, stats.dropped), (11, 4, 7));
@@ -730,17 +723,14 @@ async fn the_wait_policy_loses_nothing_when_the_queue_is_full() {
 
 #[tokio::test]
 async fn shutdown_drains_reports_totals_and_refuses_later_records() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path()).build().unwrap();
-    let mut events = testing::watch();
+    let (seen, _dir, sink) = arrange(|b| b);
     for seq in 0..100 {
         sink.try_write(record(0, seq)).unwrap();
     }
     let report = sink.shutdown(SHUTDOWN).await;
     assert!(report.completed);
     assert_eq!(report.undelivered, 0);
-    let closed = events
+    let closed = seen
         .wait(Matcher::sink_event(sink.id(), events::sink_closed::NAME))
         .await
         .unwrap();
@@ -753,7 +743,10 @@ async fn shutdown_drains_reports_totals_and_refuses_later_records() {
         (Some(100), Some(100), Some(0))
     );
     assert_eq!(json_lines(sink.active_path()).len(), 100);
-    assert!(sink.try_write(record(0, 100)).unwrap_err().is_closed());
+    assert_eq!(
+        sink.try_write(record(0, 100)).unwrap_err().kind(),
+        ErrorKind::Closed
+    );
 }
 
 #[tokio::test]
@@ -762,7 +755,7 @@ async fn dropping_every_handle_drains_the_queue() {
     let dir = tempfile::tempdir().unwrap();
     let sink = FileSink::builder(dir.path()).build().unwrap();
     let (id, path) = (sink.id().clone(), sink.active_path().to_owned());
-    let mut events = testing::watch();
+    let events = testing::watch();
     for seq in 0..10 {
         sink.try_write(record(0, seq)).unwrap();
     }
@@ -780,7 +773,7 @@ fn build_needs_no_runtime_and_names_the_path_it_cannot_create() {
     let blocker = dir.path().join("a-file");
     std::fs::write(&blocker, "x").unwrap();
     let err = FileSink::builder(blocker.join("logs")).build().unwrap_err();
-    assert!(err.is_io(), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
     assert!(
         err.to_string().contains(&*blocker.to_string_lossy()),
         "{err}"
@@ -799,7 +792,7 @@ fn a_bad_setting_is_reported_by_build() {
         .max_file_size(0)
         .build()
         .unwrap_err();
-    assert!(err.is_config());
+    assert_eq!(err.kind(), ErrorKind::Config);
     assert!(err.to_string().contains("max_file_size"), "{err}");
 }
 
@@ -807,16 +800,12 @@ fn a_bad_setting_is_reported_by_build() {
 async fn concurrent_writers_through_many_compressed_rotations_lose_and_tear_nothing() {
     const TASKS: u64 = 8;
     const PER_TASK: u64 = 1500;
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path())
-        .max_file_size(16 * 1024)
-        .compression(Compression::Gzip)
-        .overflow(OverflowPolicy::Wait)
-        .queue_capacity(256)
-        .build()
-        .unwrap();
-    let mut events = testing::watch();
+    let (seen, dir, sink) = arrange(|b| {
+        b.max_file_size(16 * 1024)
+            .compression(Compression::Gzip)
+            .overflow(OverflowPolicy::Wait)
+            .queue_capacity(256)
+    });
     let writers: Vec<_> = (0..TASKS)
         .map(|task| {
             let sink = sink.clone();
@@ -827,19 +816,18 @@ async fn concurrent_writers_through_many_compressed_rotations_lose_and_tear_noth
             })
         })
         .collect();
-    events
-        .wait_n(
-            Matcher::sink_event(sink.id(), events::rotation_complete::NAME),
-            50,
-        )
-        .timeout(Duration::from_secs(60))
-        .fail_on(Matcher::sink_event(
-            sink.id(),
-            events::rotation_failed::NAME,
-        ))
-        .fail_on(Matcher::sink_event(sink.id(), events::write_failed::NAME))
-        .await
-        .unwrap();
+    seen.wait_n(
+        Matcher::sink_event(sink.id(), events::rotation_complete::NAME),
+        50,
+    )
+    .timeout(Duration::from_secs(60))
+    .fail_on(Matcher::sink_event(
+        sink.id(),
+        events::rotation_failed::NAME,
+    ))
+    .fail_on(Matcher::sink_event(sink.id(), events::write_failed::NAME))
+    .await
+    .unwrap();
     for w in writers {
         w.await.unwrap();
     }
@@ -903,7 +891,7 @@ async fn a_failed_sync_on_flush_is_reported_and_the_flush_still_resolves() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     let sink = failing_sync(dir.path(), FsyncPolicy::OnFlush);
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     sink.flush().await.unwrap();
     let failed = events
@@ -921,7 +909,7 @@ async fn a_failed_sync_before_rotation_is_reported_and_the_rotation_still_happen
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     let sink = failing_sync(dir.path(), FsyncPolicy::OnRotation);
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     let rotated = sink.rotate().await.unwrap().expect("a rotated file");
     events
@@ -937,7 +925,7 @@ async fn a_failed_sync_at_shutdown_is_reported_before_the_sink_closes() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     let sink = failing_sync(dir.path(), FsyncPolicy::OnRotation);
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     let report = sink.shutdown(SHUTDOWN).await;
     assert_eq!(report.stats.delivered, 1);
@@ -965,7 +953,7 @@ async fn retention_reports_a_file_it_cannot_remove_and_removes_it_on_a_later_pas
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     let first = sink.rotate().await.unwrap().unwrap();
     sink.try_write(record(0, 1)).unwrap();
@@ -989,7 +977,7 @@ async fn retention_reports_a_file_it_cannot_remove_and_removes_it_on_a_later_pas
     sink.rotate().await.unwrap().unwrap();
     // The next pass removes both older files: the one that failed and the one now past the count.
     wait_total(
-        &mut events,
+        &events,
         sink.id(),
         events::retention_pruned::NAME,
         "files",
@@ -1005,7 +993,7 @@ async fn retention_reports_a_directory_it_cannot_list() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     // Watching before the sink starts: its start-up pass may report at once.
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = FileSink::builder(dir.path())
         .max_files(1)
         .fs_fault_hook(|op, _| match op {
@@ -1039,7 +1027,7 @@ async fn a_clock_stepped_back_rotates_at_the_next_boundary_of_the_new_time() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     sink.flush().await.unwrap();
     // Back one hour (an NTP step): the file's interval is over as the clock now reads it.
@@ -1075,7 +1063,7 @@ async fn a_file_deleted_between_the_identity_check_and_the_write_loses_nothing()
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     sink.flush().await.unwrap();
     events
@@ -1107,7 +1095,7 @@ async fn a_cancelled_write_async_under_wait_keeps_the_totals_exact() {
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.write_async(record(0, 0)).await.unwrap();
     tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
         .await
@@ -1187,13 +1175,7 @@ async fn control_characters_never_break_a_text_line() {
 
 #[tokio::test]
 async fn a_line_longer_than_the_size_limit_is_written_whole_in_a_file_of_its_own() {
-    testing::init();
-    let dir = tempfile::tempdir().unwrap();
-    let sink = FileSink::builder(dir.path())
-        .max_file_size(1000)
-        .build()
-        .unwrap();
-    let mut events = testing::watch();
+    let (seen, _dir, sink) = arrange(|b| b.max_file_size(1000));
     // Over the queue's default byte bound (4 MiB): `write` waits until the queue is empty,
     // where any one record fits.
     let long = "y".repeat(8 * 1024 * 1024);
@@ -1202,7 +1184,7 @@ async fn a_line_longer_than_the_size_limit_is_written_whole_in_a_file_of_its_own
         .unwrap();
     sink.write(record(0, 2)).unwrap();
     sink.flush().await.unwrap();
-    let rotations = events
+    let rotations = seen
         .wait_n(
             Matcher::sink_event(sink.id(), events::rotation_complete::NAME),
             2,
@@ -1241,7 +1223,7 @@ async fn a_restart_in_the_same_millisecond_neither_collides_nor_prunes_one_too_m
     first.try_write(record(0, 2)).unwrap();
     first.shutdown(SHUTDOWN).await;
 
-    let mut events = testing::watch();
+    let events = testing::watch();
     // The clock has not moved: every name this run makes is in the same millisecond.
     let second = build();
     rotated.push(second.rotate().await.unwrap().unwrap());
@@ -1278,7 +1260,7 @@ async fn retention_at_start_up_counts_a_crashed_compression_once() {
     std::fs::write(d.join(name(1)), data(1)).unwrap();
     gz(&d.join(format!("{}.gz", name(1))), &data(1));
     gz(&d.join(format!("{}.gz", name(2))), &data(2));
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = FileSink::builder(d)
         .compression(Compression::Gzip)
         .max_files(2)
@@ -1326,7 +1308,7 @@ async fn shutdown_past_its_deadline_stops_a_running_compression_before_the_sink_
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record(0, 0)).unwrap();
     let rotated = sink.rotate().await.unwrap().unwrap();
     tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())

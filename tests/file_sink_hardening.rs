@@ -164,7 +164,7 @@ async fn kill_while_writing_then_restart() -> u64 {
     let left = std::fs::read(&active).unwrap();
     let whole = whole_len(&left);
     let torn = (left.len() - whole) as u64;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = plain_sink(dir.path());
     sink.try_write(record(1, 0)).unwrap();
     sink.flush().await.unwrap();
@@ -211,7 +211,7 @@ async fn a_torn_tail_left_by_a_crash_is_cut_and_reported_and_the_next_record_sta
     content.extend_from_slice(torn);
     std::fs::write(&active, &content).unwrap();
 
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = plain_sink(dir.path());
     let ev = events
         .wait(Matcher::sink_event(sink.id(), events::tail_repaired::NAME))
@@ -236,7 +236,7 @@ async fn a_torn_file_without_a_whole_line_is_emptied_and_its_size_counts_from_ze
     let first = line(&record(0, 0));
     std::fs::write(&active, &first[..first.len() - 1]).unwrap();
 
-    let mut events = testing::watch();
+    let events = testing::watch();
     // Room for exactly two lines: a size counted from the torn bytes would rotate early.
     let sink = FileSink::builder(dir.path())
         .max_file_size(2 * first.len() as u64)
@@ -268,7 +268,7 @@ async fn a_whole_active_file_is_appended_to_and_not_reported() {
     let dir = tempfile::tempdir().unwrap();
     let active = dir.path().join("app.log");
     std::fs::write(&active, line(&record(0, 0))).unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = plain_sink(dir.path());
     sink.try_write(record(0, 1)).unwrap();
     sink.shutdown(SHUTDOWN).await;
@@ -313,7 +313,7 @@ async fn a_compression_backlog_never_makes_the_byte_budget_delete_what_fits_comp
         })
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let body = "z".repeat(1000);
     let mut plain_bytes = 0;
     for file in 0..ROTATIONS {
@@ -393,7 +393,7 @@ async fn the_byte_budget_counts_archives_at_their_compressed_size() {
     // A budget of about five archives, each far smaller than its plain file.
     let budget = 5 * one + one / 2;
     let logs = dir.path().join("logs");
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = FileSink::builder(&logs)
         .compression(Compression::Gzip)
         .max_total_bytes(budget)
@@ -406,7 +406,7 @@ async fn the_byte_budget_counts_archives_at_their_compressed_size() {
     }
     sink.shutdown(SHUTDOWN).await;
     wait_total(
-        &mut events,
+        &events,
         sink.id(),
         events::retention_pruned::NAME,
         "files",
@@ -485,7 +485,7 @@ async fn symlinks_named_like_rotated_files_and_their_targets_are_left_alone() {
         std::fs::write(d.join(name), line(&record(s, 0))).unwrap();
     }
 
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = FileSink::builder(d)
         .compression(Compression::Gzip)
         .max_files(1)
@@ -499,7 +499,7 @@ async fn symlinks_named_like_rotated_files_and_their_targets_are_left_alone() {
     // The two real files (after their compression at start-up) go; the fresh one is over
     // the 1-byte budget too.
     wait_total(
-        &mut events,
+        &events,
         sink.id(),
         events::retention_pruned::NAME,
         "files",

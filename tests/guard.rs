@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use sinkwatch::events;
 use sinkwatch::testing::{self, Matcher};
 use sinkwatch::testing::{Fault, LokiReceiver};
-use sinkwatch::{FileSink, LokiSink, Record, ShutdownGuard};
+use sinkwatch::{ErrorKind, FileSink, LokiSink, Record, ShutdownGuard};
 use tracing::Level;
 
 fn record(n: u64) -> Record {
@@ -25,7 +25,7 @@ async fn dropping_the_guard_delivers_the_last_records_of_every_sink() {
         .batch_wait(Duration::from_secs(3600))
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let guard = ShutdownGuard::new()
         .with_sink(file.clone())
         .with_sink(loki.clone())
@@ -51,7 +51,10 @@ async fn dropping_the_guard_delivers_the_last_records_of_every_sink() {
     assert_eq!(written.lines().count(), 100);
     assert_eq!(receiver.entry_count(), 100);
     // Closed sinks accept nothing more, and their totals stay final.
-    assert!(file.try_write(record(100)).unwrap_err().is_closed());
+    assert_eq!(
+        file.try_write(record(100)).unwrap_err().kind(),
+        ErrorKind::Closed
+    );
     assert_eq!(file.stats().accepted, 100);
 }
 
@@ -66,7 +69,7 @@ async fn what_the_deadline_cuts_off_is_reported() {
         .batch_wait(Duration::from_secs(3600))
         .build()
         .unwrap();
-    let mut events = testing::watch();
+    let events = testing::watch();
     for n in 0..10 {
         loki.try_write(record(n)).unwrap();
     }

@@ -33,7 +33,7 @@ async fn a_stuck_loki_push_does_not_keep_the_file_sink_from_delivering() {
         .batch_wait(Duration::from_millis(1))
         .build()
         .unwrap();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     loki.try_write(record(0)).unwrap();
     receiver
         .wait_for_arrivals(1, Duration::from_secs(5))

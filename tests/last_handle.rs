@@ -62,7 +62,7 @@ async fn dropping_the_last_file_handle_writes_rotates_and_closes_before_it_retur
 #[tokio::test]
 async fn a_zero_drop_timeout_returns_at_once_and_the_worker_still_writes_everything() {
     testing::init();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     let dir = tempfile::tempdir().unwrap();
     let sink = FileSink::builder(dir.path())
         .drop_timeout(Duration::ZERO)
@@ -185,7 +185,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[tokio::test]
 async fn a_blocking_guard_on_a_runtime_it_starves_stops_waiting_and_says_so() {
     testing::init();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     let url = mock_loki_on_this_runtime().await;
     let sink = LokiSink::builder(url).label("app", "test").build().unwrap();
     let id = sink.id().clone();
@@ -226,7 +226,7 @@ async fn the_async_guard_on_the_same_runtime_delivers_without_a_stall() {
 #[tokio::test]
 async fn every_refused_write_is_reported_a_trailing_burst_included() {
     testing::init();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     let dir = tempfile::tempdir().unwrap();
     let sink = FileSink::builder(dir.path()).build().unwrap();
     let id = sink.id().clone();

@@ -116,20 +116,6 @@ async fn one_layer_feeds_several_sinks() {
     assert_eq!(lines(b.active_path())[0]["fields"]["k"], 1);
 }
 
-/// The records a sink reported dropped with `reason`, from the watcher's history.
-fn reported(events: &testing::Watcher, sink: &sinkwatch::SinkId, reason: &str) -> u64 {
-    events
-        .history()
-        .iter()
-        .filter(|e| {
-            Matcher::sink_event(sink, events::records_dropped::NAME)
-                .field("reason", reason)
-                .matches(e)
-        })
-        .map(|e| e.u64("count").unwrap())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_burst_through_the_layer_into_a_small_queue_loses_nothing() {
     testing::init();
@@ -173,7 +159,7 @@ async fn a_stalled_disk_holds_the_caller_once_then_the_sink_sheds_reports_and_re
         .fault_hook(hook)
         .build()
         .unwrap();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     let subscriber = tracing_subscriber::registry().with(SinkLayer::new(file.clone()));
     let emitted = 400_u64;
     let started = Instant::now();
@@ -202,7 +188,7 @@ async fn a_stalled_disk_holds_the_caller_once_then_the_sink_sheds_reports_and_re
     assert!(stats.dropped > 0 && stats.delivered >= 4, "{stats:?}");
     assert_eq!(stalled.u64("shed"), Some(stats.dropped));
     assert_eq!(
-        reported(&seen, file.id(), events::reason::STALLED),
+        support::dropped(&seen, file.id(), events::reason::STALLED),
         stats.dropped
     );
     // Recovered: the next event is written, not shed.
@@ -240,7 +226,7 @@ async fn try_write_never_waits_and_every_drop_is_reported() {
     assert_eq!(stats.delivered + stats.dropped, emitted);
     assert_eq!(lines(file.active_path()).len() as u64, stats.delivered);
     assert_eq!(
-        reported(&events, file.id(), events::reason::QUEUE_FULL),
+        support::dropped(&events, file.id(), events::reason::QUEUE_FULL),
         stats.dropped
     );
 }

@@ -38,7 +38,7 @@ async fn a_sink_never_gets_its_own_events_but_others_do() {
         .with(testing::layer());
     tracing::subscriber::set_global_default(subscriber).unwrap();
     testing::init();
-    let mut events = testing::watch();
+    let events = testing::watch();
 
     tracing::info!(order = 1, "application event");
     // Each flush makes that sink's worker emit `flush_complete`, which the layer hands to

@@ -34,16 +34,16 @@ async fn the_loki_sink_never_ships_its_own_work_but_the_file_sink_records_it() {
         .build()
         .unwrap();
     let subscriber = tracing_subscriber::registry()
-        // The in-process receiver logs each request it serves on this runtime: keep those
-        // away from the Loki sink, or each push would cause the next (see docs/design.md).
-        .with(
-            SinkLayer::new(loki.clone()).with_filter(filter_fn(|m| m.name() != "receiver_request")),
-        )
+        // The in-process receiver logs each request it serves: keep those away from the
+        // Loki sink, or each push would cause the next (see docs/design.md).
+        .with(SinkLayer::new(loki.clone()).with_filter(filter_fn(|m| {
+            m.name() != sinkwatch::testing::receiver_request::NAME
+        })))
         .with(SinkLayer::new(file.clone()))
         .with(testing::layer());
     tracing::subscriber::set_global_default(subscriber).unwrap();
     testing::init();
-    let mut events = testing::watch();
+    let events = testing::watch();
 
     tracing::info!(order = 7, "application event");
     loki.flush().await.unwrap();

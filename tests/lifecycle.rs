@@ -41,18 +41,6 @@ impl Clock for PanickyClock {
     }
 }
 
-fn sum_dropped(seen: &Watcher, sink: &sinkwatch::SinkId, why: &str) -> u64 {
-    seen.history()
-        .iter()
-        .filter(|e| {
-            Matcher::sink_event(sink, events::records_dropped::NAME)
-                .field("reason", why)
-                .matches(e)
-        })
-        .map(|e| e.u64("count").unwrap())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_panic_on_the_worker_is_caught_reported_and_fails_everyone_cleanly() {
     testing::init();
@@ -69,7 +57,7 @@ async fn a_panic_on_the_worker_is_caught_reported_and_fails_everyone_cleanly() {
         .fault_hook(hook)
         .build()
         .unwrap();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     sink.try_write(record(0)).unwrap();
     tokio::task::spawn_blocking(move || entered.recv().unwrap())
         .await
@@ -101,7 +89,10 @@ async fn a_panic_on_the_worker_is_caught_reported_and_fails_everyone_cleanly() {
         ),
         (Some(20), Some(1), Some(19))
     );
-    assert_eq!(sum_dropped(&seen, sink.id(), reason::WORKER_FAILED), 19);
+    assert_eq!(
+        support::dropped(&seen, sink.id(), reason::WORKER_FAILED),
+        19
+    );
     // The flush queued before the panic, and every later one, resolve with the failure.
     let err = pending_flush.await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Failed, "{err}");
@@ -109,7 +100,10 @@ async fn a_panic_on_the_worker_is_caught_reported_and_fails_everyone_cleanly() {
     assert_eq!(sink.flush().await.unwrap_err().kind(), ErrorKind::Failed);
     assert!(sink.rotate().await.is_err());
     // Later writes are refused, and counted apart from the final totals.
-    assert!(sink.try_write(record(20)).unwrap_err().is_closed());
+    assert_eq!(
+        sink.try_write(record(20)).unwrap_err().kind(),
+        ErrorKind::Failed
+    );
     let stats = sink.stats();
     assert_eq!(
         (
@@ -152,7 +146,7 @@ async fn a_panic_in_a_maintenance_job_is_reported_and_the_sink_keeps_going() {
         .clock(clock)
         .build()
         .unwrap();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     sink.try_write(record(0)).unwrap();
     sink.rotate().await.unwrap().unwrap();
     let failed = seen
@@ -224,7 +218,7 @@ fn totals_stay_exact_when_writers_race_shutdown() {
             .queue_capacity(64)
             .build()
             .unwrap();
-        let mut seen = testing::watch();
+        let seen = testing::watch();
         let writers: Vec<_> = (0..3)
             .map(|t| {
                 let sink = sink.clone();
@@ -234,7 +228,7 @@ fn totals_stay_exact_when_writers_race_shutdown() {
                         match sink.try_write(record(t * 10_000 + i)) {
                             Ok(()) => {}
                             Err(e) => {
-                                assert!(e.is_closed(), "{e}");
+                                assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
                                 refused += 1;
                             }
                         }
@@ -249,7 +243,7 @@ fn totals_stay_exact_when_writers_race_shutdown() {
         let s = report.stats;
         assert_eq!(s.accepted, s.delivered + s.dropped, "round {round}: {s:?}");
         assert_eq!(s.accepted + refused, 6_000, "round {round}");
-        let closed = futures_wait(&mut seen, &sink);
+        let closed = futures_wait(&seen, &sink);
         assert_eq!(
             (closed.0, closed.1, closed.2),
             (s.accepted, s.delivered, s.dropped),
@@ -257,14 +251,14 @@ fn totals_stay_exact_when_writers_race_shutdown() {
         );
         assert_eq!(
             report.undelivered,
-            sum_dropped(&seen, sink.id(), reason::SHUTDOWN)
+            support::dropped(&seen, sink.id(), reason::SHUTDOWN)
         );
         assert_eq!(sink.stats().refused, refused);
     }
 }
 
 /// The totals `sink_closed` carried, awaited from synchronous code.
-fn futures_wait(seen: &mut Watcher, sink: &FileSink) -> (u64, u64, u64) {
+fn futures_wait(seen: &Watcher, sink: &FileSink) -> (u64, u64, u64) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -291,7 +285,7 @@ async fn undelivered_counts_what_the_deadline_cut() {
         .fault_hook(hook)
         .build()
         .unwrap();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     sink.try_write(record(0)).unwrap();
     tokio::task::spawn_blocking(move || entered.recv().unwrap())
         .await
@@ -315,7 +309,7 @@ async fn undelivered_counts_what_the_deadline_cut() {
         .unwrap();
     assert_eq!(report.undelivered, 9);
     assert_eq!(report.stats.dropped, 9);
-    assert_eq!(sum_dropped(&seen, sink.id(), reason::SHUTDOWN), 9);
+    assert_eq!(support::dropped(&seen, sink.id(), reason::SHUTDOWN), 9);
 }
 
 #[tokio::test]
@@ -323,7 +317,7 @@ async fn events_logged_after_shutdown_are_counted_and_reported() {
     testing::init();
     let dir = tempfile::tempdir().unwrap();
     let sink = FileSink::builder(dir.path()).build().unwrap();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     sink.shutdown(SHUTDOWN).await;
     let subscriber = tracing_subscriber::registry().with(SinkLayer::new(sink.clone()));
     tracing::subscriber::with_default(subscriber, || {
@@ -357,7 +351,7 @@ async fn the_manual_clock_recipe_rotates_every_time_without_a_flush() {
             .clock(clock.clone())
             .build()
             .unwrap();
-        let mut seen = testing::watch();
+        let seen = testing::watch();
         sink.try_write(record(round)).unwrap();
         clock.advance(Duration::from_secs(60));
         let rotated = seen
@@ -379,7 +373,7 @@ async fn the_manual_clock_recipe_rotates_every_time_without_a_flush() {
 #[tokio::test]
 async fn the_plain_test_pattern_leaves_no_directory_behind() {
     testing::init();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     let mut paths = Vec::new();
     let mut ids = Vec::new();
     for _ in 0..10 {

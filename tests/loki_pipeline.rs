@@ -34,7 +34,7 @@ async fn many_small_batches_in_flight_deliver_every_entry_once_and_flush_waits_f
 #[tokio::test]
 async fn a_failed_request_among_several_is_retried_alone() {
     let receiver = receiver().await;
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     receiver.push_faults([Fault::status(503), Fault::status(500)]);
     let sink = sink_for(&receiver).batch_max_entries(5).build().unwrap();
     for i in 0..50 {

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use sinkwatch::events::{self, reason};
 use sinkwatch::testing::{self, Matcher};
 use sinkwatch::testing::{Fault, LokiReceiver};
-use sinkwatch::OverflowPolicy;
 use sinkwatch::{Encoding, LongLines};
+use sinkwatch::{ErrorKind, OverflowPolicy};
 use support::{assert_identity, drops, ev, nanos, pushed, receiver, record, sink_for};
 
 #[tokio::test]
 async fn the_seed_case_one_record_arrives_with_its_labels_time_and_line() {
     let receiver = receiver().await;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver)
         .batch_wait(Duration::from_secs(1))
         .build()
@@ -26,7 +26,7 @@ async fn the_seed_case_one_record_arrives_with_its_labels_time_and_line() {
     let r = record("hello loki");
     let time = r.time;
     sink.try_write(r).unwrap();
-    let done = pushed(&mut events, &sink).await;
+    let done = pushed(&events, &sink).await;
     assert_eq!(done.u64("entries"), Some(1));
     assert_eq!(done.u64("status"), Some(204));
     assert_eq!(done.u64("attempt"), Some(1));
@@ -45,7 +45,7 @@ async fn the_seed_case_one_record_arrives_with_its_labels_time_and_line() {
 async fn retried_then_delivered(fault: Fault, status: u64) {
     let receiver = receiver().await;
     receiver.push_fault(fault);
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver).build().unwrap();
     sink.try_write(record("again")).unwrap();
     let retry = events
@@ -54,7 +54,7 @@ async fn retried_then_delivered(fault: Fault, status: u64) {
         .unwrap();
     assert_eq!(retry.u64("status"), Some(status));
     assert_eq!(retry.u64("attempt"), Some(1));
-    let done = pushed(&mut events, &sink).await;
+    let done = pushed(&events, &sink).await;
     assert_eq!(done.u64("attempt"), Some(2));
     assert_eq!(receiver.lines(), ["again"]);
     sink.flush().await.unwrap();
@@ -86,7 +86,7 @@ async fn a_dropped_connection_is_retried() {
 async fn a_response_slower_than_the_request_timeout_is_retried() {
     let receiver = receiver().await;
     receiver.push_fault(Fault::delay(Duration::from_secs(3)));
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver)
         .request_timeout(Duration::from_millis(200))
         .build()
@@ -98,7 +98,7 @@ async fn a_response_slower_than_the_request_timeout_is_retried() {
         .unwrap();
     assert_eq!(retry.u64("status"), Some(0));
     assert!(retry.str("error").unwrap().contains("timed out"), "{retry}");
-    let done = pushed(&mut events, &sink).await;
+    let done = pushed(&events, &sink).await;
     assert_eq!(done.u64("attempt"), Some(2));
     assert!(receiver.lines().contains(&"slow".to_owned()));
 }
@@ -107,7 +107,7 @@ async fn a_response_slower_than_the_request_timeout_is_retried() {
 async fn retry_after_in_seconds_is_honoured() {
     let receiver = receiver().await;
     receiver.push_fault(Fault::status(429).retry_after("1"));
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver).build().unwrap();
     sink.try_write(record("patience")).unwrap();
     let retry = events
@@ -115,7 +115,7 @@ async fn retry_after_in_seconds_is_honoured() {
         .await
         .unwrap();
     assert!(retry.u64("delay_ms").unwrap() >= 1000, "{retry}");
-    let done = pushed(&mut events, &sink).await;
+    let done = pushed(&events, &sink).await;
     let waited = done.captured_at() - retry.captured_at();
     assert!(waited >= Duration::from_secs(1), "{waited:?}");
 }
@@ -126,7 +126,7 @@ async fn retry_after_as_an_http_date_is_honoured() {
     let started = Instant::now();
     let at = std::time::SystemTime::now() + Duration::from_secs(3);
     receiver.push_fault(Fault::status(503).retry_after(httpdate::fmt_http_date(at)));
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver).build().unwrap();
     sink.try_write(record("dated")).unwrap();
     let retry = events
@@ -139,14 +139,14 @@ async fn retry_after_as_an_http_date_is_honoured() {
     assert!(delay <= Duration::from_secs(3), "{retry}");
     let until = retry.captured_at() - started + delay;
     assert!(until >= Duration::from_millis(1990), "{until:?} {retry}");
-    pushed(&mut events, &sink).await;
+    pushed(&events, &sink).await;
 }
 
 #[tokio::test]
 async fn retry_after_is_capped() {
     let receiver = receiver().await;
     receiver.push_fault(Fault::status(429).retry_after("3600"));
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver)
         .max_retry_after(Duration::from_millis(300))
         .build()
@@ -157,13 +157,13 @@ async fn retry_after_is_capped() {
         .await
         .unwrap();
     assert_eq!(retry.u64("delay_ms"), Some(300));
-    pushed(&mut events, &sink).await;
+    pushed(&events, &sink).await;
 }
 
 #[tokio::test]
 async fn a_400_is_reported_with_lokis_message_and_never_resent() {
     let receiver = receiver().await;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver).build().unwrap();
     let old = std::time::SystemTime::now() - Duration::from_secs(30 * 86_400);
     sink.try_write(record("ancient").with_time(old)).unwrap();
@@ -185,7 +185,7 @@ async fn a_400_is_reported_with_lokis_message_and_never_resent() {
 }
 
 async fn not_retried(receiver: LokiReceiver, sink: sinkwatch::LokiSink, status: u64) {
-    let mut events = testing::watch();
+    let events = testing::watch();
     sink.try_write(record("refused")).unwrap();
     sink.flush().await.unwrap();
     let failed = events
@@ -234,7 +234,7 @@ async fn a_413_is_not_retried() {
 async fn retries_are_exhausted_and_reported() {
     let receiver = receiver().await;
     receiver.push_faults([Fault::status(503), Fault::status(503), Fault::status(503)]);
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver).max_retries(2).build().unwrap();
     sink.try_write(record("doomed")).unwrap();
     sink.flush().await.unwrap();
@@ -254,7 +254,7 @@ async fn retries_are_exhausted_and_reported() {
 async fn connection_refused_is_retried_until_the_receiver_is_back() {
     let receiver = receiver().await;
     receiver.stop().await;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver).build().unwrap();
     sink.try_write(record("patient")).unwrap();
     let retry = events
@@ -264,7 +264,7 @@ async fn connection_refused_is_retried_until_the_receiver_is_back() {
     assert_eq!(retry.u64("status"), Some(0));
     assert!(retry.str("error").unwrap().contains("onnect"), "{retry}");
     receiver.restart().await.unwrap();
-    pushed(&mut events, &sink).await;
+    pushed(&events, &sink).await;
     assert_eq!(receiver.lines(), ["patient"]);
 }
 
@@ -286,10 +286,10 @@ async fn flush_sends_the_pending_batch_at_once() {
 #[tokio::test]
 async fn an_outage_with_room_to_buffer_loses_nothing() {
     let receiver = receiver().await;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver).max_retries(1000).build().unwrap();
     sink.try_write(record("before")).unwrap();
-    pushed(&mut events, &sink).await;
+    pushed(&events, &sink).await;
     receiver.stop().await;
     for i in 0..300 {
         sink.try_write(record(format!("during {i}"))).unwrap();
@@ -308,7 +308,7 @@ async fn an_outage_with_room_to_buffer_loses_nothing() {
 #[tokio::test]
 async fn an_outage_with_a_small_buffer_reports_exactly_what_it_drops() {
     let receiver = receiver().await;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver)
         .max_retries(1000)
         .queue_capacity(50)
@@ -339,7 +339,7 @@ async fn an_outage_with_a_small_buffer_reports_exactly_what_it_drops() {
 #[tokio::test]
 async fn drop_oldest_keeps_the_newest_records() {
     let receiver = receiver().await;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver)
         .max_retries(1000)
         .queue_capacity(20)
@@ -371,7 +371,7 @@ async fn drop_oldest_keeps_the_newest_records() {
 async fn shutdown_in_the_middle_of_a_backoff_respects_its_deadline() {
     let receiver = receiver().await;
     receiver.stop().await;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver)
         .min_backoff(Duration::from_secs(30))
         .max_backoff(Duration::from_secs(60))
@@ -414,7 +414,7 @@ async fn shutdown_in_the_middle_of_a_backoff_respects_its_deadline() {
 async fn shutdown_cuts_a_request_in_flight_at_its_deadline() {
     let receiver = receiver().await;
     receiver.push_fault(Fault::delay(Duration::from_secs(30)));
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver)
         .request_timeout(Duration::from_secs(60))
         .build()
@@ -422,7 +422,10 @@ async fn shutdown_cuts_a_request_in_flight_at_its_deadline() {
     sink.try_write(record("in flight")).unwrap();
     sink.try_write(record("queued")).unwrap();
     events
-        .wait(Matcher::event("receiver_request").sink(receiver.id()))
+        .wait(Matcher::sink_event(
+            receiver.id(),
+            testing::receiver_request::NAME,
+        ))
         .timeout(Duration::from_millis(500))
         .await
         .ok();
@@ -451,7 +454,7 @@ async fn shutdown_pushes_what_is_queued() {
     assert_eq!(report.stats.delivered, 100);
     assert_eq!(receiver.entry_count(), 100);
     let err = sink.try_write(record("late")).unwrap_err();
-    assert!(err.is_closed());
+    assert_eq!(err.kind(), ErrorKind::Closed);
 }
 
 #[tokio::test]
@@ -497,7 +500,7 @@ async fn the_stream_guard_drops_and_reports_what_does_not_fit() {
 #[tokio::test]
 async fn long_lines_are_truncated_within_lokis_limit() {
     let receiver = receiver().await;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver).build().unwrap();
     sink.try_write(record("é".repeat(200_000))).unwrap();
     sink.flush().await.unwrap();
@@ -686,7 +689,7 @@ async fn the_tenant_header_is_sent() {
 async fn durations_too_long_for_an_instant_do_not_kill_the_worker() {
     let receiver = receiver().await;
     receiver.push_fault(Fault::status(503).retry_after("18446744073709551615"));
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = sink_for(&receiver)
         .batch_wait(Duration::MAX)
         .max_backoff(Duration::MAX)

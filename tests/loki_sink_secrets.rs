@@ -130,7 +130,7 @@ async fn bearer_tokens_tenants_and_extra_headers_are_sent() {
 async fn secrets_never_appear_in_debug_output_events_or_errors() {
     testing::init();
     let (url, mut rx) = capture_server("401 Unauthorized").await;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let url = url.replace("http://", "http://user:urlpa55@");
     let builder = LokiSink::builder(&url)
         .label("a", "b")
@@ -165,7 +165,7 @@ async fn secrets_never_appear_in_debug_output_events_or_errors() {
 async fn transport_errors_do_not_show_url_credentials() {
     let receiver = support::receiver().await;
     receiver.stop().await;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let url = receiver.url().replace("http://", "http://user:urlpa55@");
     let sink = LokiSink::builder(url)
         .label("a", "b")
@@ -232,7 +232,7 @@ fn debug_output_shows_no_user_info_query_value_or_header_value() {
 async fn query_secrets_stay_out_of_push_failures() {
     let receiver = support::receiver().await;
     receiver.stop().await;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let url = format!("{}/?api_key=qu3ry-s3cret", receiver.url());
     let sink = LokiSink::builder(url)
         .label("a", "b")
@@ -305,7 +305,7 @@ fn insecure(sink: &LokiSink) -> testing::Matcher {
 #[tokio::test]
 async fn credentials_over_plain_http_to_a_remote_host_are_warned_about_once() {
     testing::init();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let configs: [(&str, Configure); 4] = [
         ("http://loki.example:3100", |b| b.basic_auth("u", "p")),
         ("http://loki.example:3100", |b| b.bearer_token("t")),
@@ -330,7 +330,7 @@ async fn credentials_over_plain_http_to_a_remote_host_are_warned_about_once() {
 #[tokio::test]
 async fn https_loopback_and_public_headers_are_not_warned_about() {
     testing::init();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let configs: [(&str, Configure); 6] = [
         ("https://loki.example", |b| b.basic_auth("u", "p")),
         ("https://loki.example", |b| b.header("X-Api-Key", "k")),

@@ -99,7 +99,7 @@ async fn a_loki_behind_a_private_ca_is_reached_once_its_root_is_trusted() {
     testing::init();
     let pki = pki();
     let (port, served) = https_server(&pki).await;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = LokiSink::builder(format!("https://localhost:{port}"))
         .label("app", "tls")
         .root_certificate_pem(&pki.ca_pem)
@@ -122,7 +122,7 @@ async fn an_untrusted_certificate_is_a_reported_transport_error() {
     testing::init();
     let pki = pki();
     let (port, served) = https_server(&pki).await;
-    let mut events = testing::watch();
+    let events = testing::watch();
     let sink = LokiSink::builder(format!("https://localhost:{port}"))
         .label("app", "tls")
         .batch_wait(Duration::from_millis(10))

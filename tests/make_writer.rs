@@ -18,7 +18,7 @@ async fn the_fmt_layers_lines_rotate_and_compress_and_every_one_is_counted() {
         .compression(Compression::Gzip)
         .build()
         .unwrap();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     // The one-line switch from tracing-appender: `.with_writer(file)`.
     let subscriber = tracing_subscriber::registry().with(
         tracing_subscriber::fmt::layer()

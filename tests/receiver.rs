@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sinkwatch::testing::LokiReceiver;
+use sinkwatch::testing::{LokiReceiver, WaitErrorKind};
 
 const WAIT: Duration = Duration::from_secs(30);
 const JSON: &str = "application/json";
@@ -638,7 +638,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
                 let _ = write!(self.0, "{}={:?} ", f.name(), v);
             }
         }
-        if event.metadata().name() == sinkwatch::events::receiver_request::NAME {
+        if event.metadata().name() == sinkwatch::testing::receiver_request::NAME {
             let mut v = V(String::new());
             event.record(&mut v);
             self.0.lock().unwrap().push(v.0);
@@ -685,5 +685,6 @@ async fn waiting_for_requests_that_never_come_times_out() {
         .wait_for_requests(1, Duration::from_millis(50))
         .await
         .unwrap_err();
-    assert!(err.is_timeout());
+    assert_eq!(err.kind(), WaitErrorKind::Timeout, "{err}");
+    assert!(err.message().contains("0 of 1 requests"), "{err}");
 }

@@ -186,7 +186,7 @@ async fn a_client_that_gives_up_during_a_delay_is_still_recorded_and_reported() 
     use sinkwatch::testing::{self, Matcher};
     use tokio::io::AsyncWriteExt;
     testing::init();
-    let mut events = testing::watch();
+    let events = testing::watch();
     let r = LokiReceiver::start().await.unwrap();
     r.push_fault(Fault::delay(Duration::from_secs(600)));
     let body = body();
@@ -203,7 +203,7 @@ async fn a_client_that_gives_up_during_a_delay_is_still_recorded_and_reported() 
     let event = events
         .wait(Matcher::sink_event(
             r.id(),
-            sinkwatch::events::receiver_request::NAME,
+            sinkwatch::testing::receiver_request::NAME,
         ))
         .await
         .unwrap();

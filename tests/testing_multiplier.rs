@@ -10,7 +10,7 @@ use sinkwatch::testing::{self, Matcher, WaitErrorKind, TIMEOUT_MULTIPLIER_VAR};
 #[tokio::test]
 async fn the_multiplier_scales_timeouts_blank_means_unset_and_invalid_values_are_reported() {
     testing::init();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     let never = || Matcher::event("an event no code emits");
 
     for bad in ["abc", "0", "-2", "NaN", "inf", "1,5"] {

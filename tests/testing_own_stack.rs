@@ -31,7 +31,7 @@ async fn the_layer_composes_and_never_disables_events_for_other_layers() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
     testing::try_init().expect("init() accepts a global stack that contains the layer");
 
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     std::thread::spawn(|| {
         tracing::info!(target: "elsewhere", "not captured");
         tracing::info!(target: "own_stack", step = 1);

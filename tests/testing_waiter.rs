@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sinkwatch::events::{self, SinkId};
 use sinkwatch::testing::{self, Matcher, WaitErrorKind};
+use sinkwatch::{events, SinkId};
 
 /// A short timeout for waits that are expected to time out.
 const SHORT: Duration = Duration::from_millis(150);
@@ -26,7 +26,7 @@ fn emit(tag: &str, n: u64) {
 async fn captures_from_tasks_blocking_pool_and_plain_threads() {
     testing::init();
     let tag = unique("threads");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     let t = tag.clone();
     tokio::spawn(async move { emit(&t, 1) });
     let t = tag.clone();
@@ -52,7 +52,7 @@ async fn captures_from_a_task_spawned_before_the_watcher() {
         g.notified().await;
         emit(&t, 7);
     });
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     go.notify_one();
     let ev = seen
         .wait(Matcher::any().field("tag", tag.as_str()))
@@ -66,7 +66,7 @@ async fn captures_from_a_task_spawned_before_the_watcher() {
 async fn an_event_emitted_before_the_wait_starts_is_found() {
     testing::init();
     let tag = unique("before-wait");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     emit(&tag, 1);
     let ev = seen
         .wait(Matcher::any().field("tag", tag.as_str()))
@@ -81,7 +81,7 @@ async fn events_before_the_watcher_are_not_seen() {
     testing::init();
     let tag = unique("too-early");
     emit(&tag, 1);
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     let err = seen
         .wait(Matcher::any().field("tag", tag.as_str()))
         .timeout(SHORT)
@@ -94,7 +94,7 @@ async fn events_before_the_watcher_are_not_seen() {
 async fn a_wait_consumes_its_match_so_the_next_gets_the_next_occurrence() {
     testing::init();
     let tag = unique("consume");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     emit(&tag, 1);
     emit(&tag, 2);
     let m = Matcher::any().field("tag", tag.as_str());
@@ -113,8 +113,8 @@ async fn a_wait_consumes_its_match_so_the_next_gets_the_next_occurrence() {
 async fn two_watchers_consume_independently() {
     testing::init();
     let tag = unique("independent");
-    let mut a = testing::watch();
-    let mut b = testing::watch();
+    let a = testing::watch();
+    let b = testing::watch();
     emit(&tag, 1);
     let m = Matcher::any().field("tag", tag.as_str());
     assert_eq!(a.wait(m.clone()).await.unwrap().u64("n"), Some(1));
@@ -128,7 +128,7 @@ async fn parallel_waiters_only_see_their_own_sink() {
     for _ in 0..16 {
         tasks.push(tokio::spawn(async move {
             let sink = SinkId::new("isolation");
-            let mut seen = testing::watch();
+            let seen = testing::watch();
             let s = sink.clone();
             std::thread::spawn(move || {
                 for i in 0..5_u64 {
@@ -154,7 +154,7 @@ async fn parallel_waiters_only_see_their_own_sink() {
 async fn wait_n_returns_exactly_n_in_order() {
     testing::init();
     let tag = unique("count");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     for n in 0..5 {
         emit(&tag, n);
     }
@@ -175,7 +175,7 @@ async fn wait_n_returns_exactly_n_in_order() {
 async fn a_sequence_must_arrive_in_order() {
     testing::init();
     let tag = unique("sequence");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     emit(&tag, 1);
     emit(&tag, 2);
     let one = || Matcher::any().field("tag", tag.as_str()).field("n", 1);
@@ -194,7 +194,7 @@ async fn a_sequence_must_arrive_in_order() {
 async fn a_checkpoint_skips_earlier_events() {
     testing::init();
     let tag = unique("checkpoint");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     emit(&tag, 1);
     let cp = seen.checkpoint();
     emit(&tag, 2);
@@ -210,7 +210,7 @@ async fn a_checkpoint_skips_earlier_events() {
 async fn fail_on_fails_fast_when_the_failure_comes_first() {
     testing::init();
     let sink = SinkId::new("failfast");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     tracing::error!(name: "push_failed", target: "sinkwatch", sink = sink.as_str(), status = 400_u64);
     let started = std::time::Instant::now();
     let err = seen
@@ -232,12 +232,12 @@ async fn none_before_passes_and_fails_deterministically() {
     let tag = unique("none-before");
     let bad = || Matcher::any().field("tag", tag.as_str()).field("n", 666);
     let good = || Matcher::any().field("tag", tag.as_str()).field("n", 1);
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     emit(&tag, 1);
     emit(&tag, 666);
     seen.assert_none_before(bad(), good()).await.unwrap();
 
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     emit(&tag, 666);
     emit(&tag, 1);
     let err = seen.assert_none_before(bad(), good()).await.unwrap_err();
@@ -249,7 +249,7 @@ async fn none_within_passes_on_silence_and_fails_on_the_event() {
     testing::init();
     let tag = unique("none-within");
     let m = || Matcher::any().field("tag", tag.as_str());
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     seen.assert_none_within(m(), Duration::from_millis(50))
         .await
         .unwrap();
@@ -269,7 +269,7 @@ async fn a_timeout_explains_what_was_awaited_and_what_was_seen() {
     testing::init();
     let sink = SinkId::new("explain");
     let other = SinkId::new("explain");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     tracing::info!(name: "push_complete", target: "sinkwatch", sink = other.as_str(), entries = 3_u64);
     tracing::warn!(name: "push_retry", target: "sinkwatch", sink = sink.as_str(), status = 503_u64);
     let err = seen
@@ -308,7 +308,7 @@ async fn a_timeout_explains_what_was_awaited_and_what_was_seen() {
 #[tokio::test]
 async fn a_timeout_with_no_events_gives_a_hint() {
     testing::init();
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     // Other tests in this process may emit concurrently, so match on an impossible value
     // and check the hint with a wait that sees only its own (absent) seen.
     let err = seen
@@ -326,7 +326,7 @@ async fn a_timeout_with_no_events_gives_a_hint() {
 async fn a_paused_clock_cannot_time_out_a_wait_early() {
     testing::init();
     let tag = unique("paused");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let t = tag.clone();
     std::thread::spawn(move || {
@@ -348,7 +348,7 @@ async fn a_paused_clock_cannot_time_out_a_wait_early() {
 async fn matchers_check_level_target_and_predicates() {
     testing::init();
     let tag = unique("matchers");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     tracing::debug!(target: "my_app::orders", tag = tag.as_str(), total = 12.5_f64, express = true, note = ?"quoted");
     let m = Matcher::target("my_app::orders")
         .level(tracing::Level::DEBUG)
@@ -403,7 +403,7 @@ async fn eventually_succeeds_and_explains_failure() {
 async fn schema_events_carry_their_name_in_metadata_and_fields() {
     testing::init();
     let sink = SinkId::new("schema");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     tracing::info!(name: "push_complete", target: "sinkwatch", event = "push_complete", sink = sink.as_str());
     let ev = seen
         .wait(Matcher::sink_event(&sink, events::push_complete::NAME))
@@ -417,7 +417,7 @@ async fn schema_events_carry_their_name_in_metadata_and_fields() {
 async fn a_later_wait_examines_only_new_events_after_a_long_history() {
     testing::init();
     let tag = unique("long-history");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     for i in 0..200_000_u64 {
         tracing::trace!(target: "history_noise", i);
     }
@@ -448,7 +448,7 @@ async fn a_later_wait_examines_only_new_events_after_a_long_history() {
 async fn earlier_unconsumed_events_stay_eligible_for_later_waits() {
     testing::init();
     let tag = unique("eligible");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     emit(&tag, 1);
     emit(&tag, 2);
     let n = |n: u64| Matcher::any().field("tag", tag.as_str()).field("n", n);
@@ -464,7 +464,7 @@ async fn a_timeout_lists_what_explains_it_before_dependency_noise() {
     testing::init();
     let sink = SinkId::new("noisy");
     let other = SinkId::new("noisy");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     for i in 0..600_u64 {
         tracing::trace!(target: "hyper_util::client::legacy::pool", i, "checkout");
     }
@@ -563,7 +563,7 @@ async fn logs_assert_runs_the_check_over_the_lines() {
 async fn wait_logs_contain_awaits_logs_from_other_threads() {
     testing::init();
     let tag = unique("logs-wait");
-    let mut seen = testing::watch();
+    let seen = testing::watch();
     let t = tag.clone();
     std::thread::spawn(move || tracing::info!(job = t.as_str(), "job finished"));
     let ev = seen
@@ -581,17 +581,82 @@ async fn wait_logs_contain_awaits_logs_from_other_threads() {
 }
 
 #[tokio::test]
-async fn the_receiver_types_are_reachable_flatly_and_through_the_module() {
+async fn the_receiver_types_are_reachable_at_testing() {
     use sinkwatch::testing::{Fault, LokiReceiver, LokiReceiverBuilder};
-    // The flat and the module paths name the same items.
-    let builder: fn() -> LokiReceiverBuilder = testing::receiver::LokiReceiver::builder;
-    let _: fn(&LokiReceiver) -> Vec<testing::ReceivedEntry> =
-        testing::receiver::LokiReceiver::entries;
-    let _: fn(&testing::receiver::LokiReceiver) -> Vec<testing::ReceivedRequest> =
-        LokiReceiver::requests;
+    let builder: fn() -> LokiReceiverBuilder = LokiReceiver::builder;
+    let _: fn(&LokiReceiver) -> Vec<testing::ReceivedEntry> = LokiReceiver::entries;
+    let _: fn(&LokiReceiver) -> Vec<testing::ReceivedRequest> = LokiReceiver::requests;
     let _: fn(&LokiReceiver, &str) -> Vec<testing::ReceivedStream> = LokiReceiver::streams;
     let receiver = builder().start().await.unwrap();
     receiver.push_fault(Fault::status(503));
-    receiver.push_fault(testing::receiver::Fault::status(429));
+    receiver.push_fault(Fault::status(429));
     assert_eq!(receiver.pending_faults(), 2);
+}
+
+#[tokio::test]
+async fn the_documented_checkpoint_chain_compiles_and_skips_earlier_events() {
+    testing::init();
+    let tag = unique("chain");
+    let seen = testing::watch();
+    emit(&tag, 1);
+    // The chain of the guide's API table: one watcher, borrowed twice.
+    let wait = seen
+        .wait(Matcher::any().field("tag", tag.as_str()))
+        .after(seen.checkpoint());
+    let t = tag.clone();
+    std::thread::spawn(move || emit(&t, 2));
+    assert_eq!(wait.await.unwrap().u64("n"), Some(2));
+    // The earlier event was skipped, not consumed: a plain wait still finds it.
+    let first = seen
+        .wait(Matcher::any().field("tag", tag.as_str()))
+        .await
+        .unwrap();
+    assert_eq!(first.u64("n"), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_waits_on_one_watcher_never_share_an_event() {
+    testing::init();
+    let tag = unique("concurrent");
+    let seen = testing::watch();
+    let m = || Matcher::any().field("tag", tag.as_str());
+    let t = tag.clone();
+    std::thread::spawn(move || {
+        for n in 0..4 {
+            emit(&t, n);
+        }
+    });
+    let (a, b, pair) = tokio::join!(seen.wait(m()), seen.wait(m()), seen.wait_n(m(), 2));
+    let mut ns: Vec<u64> = [a.unwrap(), b.unwrap()]
+        .into_iter()
+        .chain(pair.unwrap())
+        .map(|e| e.u64("n").unwrap())
+        .collect();
+    ns.sort_unstable();
+    assert_eq!(ns, [0, 1, 2, 3], "each event went to exactly one wait");
+    // All four are consumed: nothing is left for another wait.
+    assert!(seen.take_all(m()).is_empty());
+}
+
+#[tokio::test]
+async fn take_all_consumes_every_match_so_far_and_nothing_later() {
+    testing::init();
+    let tag = unique("take-all");
+    let seen = testing::watch();
+    let m = || Matcher::any().field("tag", tag.as_str());
+    assert!(seen.take_all(m()).is_empty(), "nothing yet");
+    for n in 0..3 {
+        emit(&tag, n);
+    }
+    emit(&unique("other"), 9);
+    let taken: Vec<u64> = seen
+        .take_all(m())
+        .iter()
+        .map(|e| e.u64("n").unwrap())
+        .collect();
+    assert_eq!(taken, [0, 1, 2], "in capture order, only the matching ones");
+    assert!(seen.take_all(m()).is_empty(), "consumed");
+    emit(&tag, 3);
+    let later = seen.wait(m()).timeout(SHORT).await.unwrap();
+    assert_eq!(later.u64("n"), Some(3));
 }

@@ -284,7 +284,7 @@ impl Record {
     /// The layout is `{"timestamp":…,"level":…,"target":…,"message":…,"fields":{…}}`, with
     /// `"spans":[…]`, `"file"` and `"line"` added when present. The timestamp is RFC 3339 in
     /// UTC with nanoseconds. Control characters in strings are escaped, so the output never
-    /// contains a raw newline.
+    /// contains a raw newline. The level is uppercase, as `tracing` prints it (`"WARN"`).
     pub fn write_json(&self, out: &mut Vec<u8>) {
         json::write_record(
             out,

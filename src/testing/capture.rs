@@ -12,7 +12,7 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::Layer;
 
-use crate::events::SinkId;
+use crate::SinkId;
 
 /// A field value as captured from an event, keeping its type.
 ///
@@ -332,10 +332,11 @@ fn short_name(name: &str) -> std::borrow::Cow<'_, str> {
     format!("{prefix} {}", &after_index[slash + 1..]).into()
 }
 
+/// Records an event's fields as typed values, in order: the `Visit` behind every capture.
 #[derive(Default)]
-struct Fields(Vec<(&'static str, FieldValue)>);
+struct FieldRecorder(Vec<(&'static str, FieldValue)>);
 
-impl Visit for Fields {
+impl Visit for FieldRecorder {
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.0.push((field.name(), FieldValue::F64(value)));
     }
@@ -517,7 +518,7 @@ impl<S: Subscriber> Layer<S> for CaptureLayer {
 
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let mut fields = Fields::default();
+        let mut fields = FieldRecorder::default();
         event.record(&mut fields);
         hub().push(CapturedEvent {
             seq: 0,

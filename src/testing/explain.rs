@@ -10,6 +10,7 @@ use tracing::Level;
 
 use super::capture::{hub, CapturedEvent};
 use super::matcher::{crate_of, Matcher};
+use super::seen::Seen as Held;
 use super::watcher::{Scaled, Watcher};
 
 /// How many related events a timeout message lists.
@@ -24,13 +25,14 @@ type Seen<'a> = [&'a Arc<CapturedEvent>];
 /// The explanation of a timed-out wait for `steps`, of which `matched` matched.
 pub(crate) fn timed_out(
     watcher: &Watcher,
+    held: &Held,
     what: &str,
     steps: &[Matcher],
     matched: &[Arc<CapturedEvent>],
     from: u64,
     scaled: Scaled,
 ) -> String {
-    let seen: Vec<&Arc<CapturedEvent>> = watcher.seen.since(from).collect();
+    let seen: Vec<&Arc<CapturedEvent>> = held.since(from).collect();
     let mut msg = format!("timed out after {scaled} waiting for: {what}\n");
     let target = &steps[matched.len()];
     if steps.len() > 1 {
@@ -50,14 +52,14 @@ pub(crate) fn timed_out(
         msg += &no_events_hint(what);
         return msg;
     }
-    msg += &near_misses(watcher, target, &seen);
+    msg += &near_misses(watcher, held, target, &seen);
     msg += &sink_failures(watcher, target, &seen);
     msg += &related(watcher, target, &seen);
     msg
 }
 
-fn near_misses(watcher: &Watcher, target: &Matcher, seen: &Seen<'_>) -> String {
-    let consumed = |e: &CapturedEvent| watcher.seen.consumed.contains(&e.seq());
+fn near_misses(watcher: &Watcher, held: &Held, target: &Matcher, seen: &Seen<'_>) -> String {
+    let consumed = |e: &CapturedEvent| held.consumed.contains(&e.seq());
     let needed = target.requirements();
     let misses: Vec<(&Arc<CapturedEvent>, Vec<String>)> = seen
         .iter()

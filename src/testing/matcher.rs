@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tracing::Level;
 
 use super::capture::{CapturedEvent, FieldValue};
-use crate::events::{self, SinkId};
+use crate::{events, SinkId};
 
 type Predicate = Arc<dyn Fn(&FieldValue) -> bool + Send + Sync>;
 
@@ -33,7 +33,7 @@ enum LevelCheck {
 /// # Examples
 ///
 /// ```
-/// use sinkwatch::events::{self, SinkId};
+/// use sinkwatch::{events, SinkId};
 /// use sinkwatch::testing::Matcher;
 ///
 /// let sink = SinkId::new("loki");

@@ -8,7 +8,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! testing::init(); // once per test process is enough; later calls do nothing
-//! let mut seen = testing::watch(); // before the action
+//! let seen = testing::watch(); // before the action
 //! tokio::spawn(async { tracing::info!(job = "nightly", "job finished") });
 //! let done = seen.wait(Matcher::any().field("job", "nightly")).await.unwrap();
 //! assert_eq!(done.level(), tracing::Level::INFO);
@@ -31,7 +31,8 @@
 mod capture;
 mod explain;
 mod matcher;
-pub mod receiver;
+mod receiver;
+mod schema;
 mod seen;
 mod wait;
 mod watcher;
@@ -42,12 +43,13 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 #[cfg(feature = "file")]
-pub use crate::sink::file_sink::{FaultHook, FsFaultHook, FsOp};
+pub use crate::fault::{FaultHook, FsFaultHook, FsOp};
 pub use capture::{CaptureLayer, CapturedEvent, FieldValue};
 pub use matcher::Matcher;
 pub use receiver::{
     Fault, LokiReceiver, LokiReceiverBuilder, ReceivedEntry, ReceivedRequest, ReceivedStream,
 };
+pub use schema::{receiver_request, EVENTS};
 pub use wait::Wait;
 pub use watcher::{
     eventually, eventually_within, parse_timeout_multiplier, Checkpoint, WaitError, WaitErrorKind,

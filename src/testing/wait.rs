@@ -8,19 +8,23 @@ use std::time::{Duration, Instant};
 use super::capture::{hub, CapturedEvent};
 use super::explain;
 use super::matcher::Matcher;
+use super::seen::Seen;
 use super::watcher::{scale, Checkpoint, WaitError, WaitErrorKind, Watcher, DEFAULT_TIMEOUT};
 use crate::deadline;
 
 /// A pending wait; configure it, then `.await` it.
 ///
-/// Resolves to the matched event(s), or a [`WaitError`] that explains itself.
+/// Resolves to the matched event(s), or a [`WaitError`] that explains itself. It borrows its
+/// [`Watcher`] shared, so a chain can ask the same watcher for a checkpoint
+/// (`seen.wait(m).after(seen.checkpoint())`) and several waits on one watcher can run at
+/// once (`tokio::join!`): each event is consumed by one wait only, the first to complete.
 ///
 /// # Cancel safety
 ///
 /// Cancel-safe: events are consumed only when the wait succeeds.
 #[must_use = "a wait does nothing until awaited"]
 pub struct Wait<'w, T> {
-    watcher: &'w mut Watcher,
+    watcher: &'w Watcher,
     steps: Vec<Matcher>,
     what: String,
     fail_on: Vec<Matcher>,
@@ -38,7 +42,7 @@ pub(crate) struct Progress {
 
 impl<'w, T: Send + 'w> Wait<'w, T> {
     pub(crate) fn new(
-        watcher: &'w mut Watcher,
+        watcher: &'w Watcher,
         steps: Vec<Matcher>,
         what: String,
         finish: fn(Vec<CapturedEvent>) -> T,
@@ -55,7 +59,8 @@ impl<'w, T: Send + 'w> Wait<'w, T> {
         }
     }
 
-    /// Sets the timeout (before scaling by `CI_TIMEOUT_MULTIPLIER`). By default, 5 s.
+    /// Sets the timeout (before scaling by `CI_TIMEOUT_MULTIPLIER`). By default,
+    /// [`DEFAULT_TIMEOUT`](super::DEFAULT_TIMEOUT).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -74,7 +79,7 @@ impl<'w, T: Send + 'w> Wait<'w, T> {
         self
     }
 
-    async fn run(mut self) -> Result<T, WaitError> {
+    async fn run(self) -> Result<T, WaitError> {
         let scaled = scale(self.timeout)?;
         let deadline = deadline::until(Instant::now() + scaled.total);
         tokio::pin!(deadline);
@@ -91,15 +96,17 @@ impl<'w, T: Send + 'w> Wait<'w, T> {
             // Register for wakes before fetching, so an event captured between the fetch
             // and the await still wakes us.
             notified.as_mut().enable();
-            if let Some(result) = self.examine_new(&mut progress) {
-                return result.map(|()| self.succeed(&progress));
+            if let Some(result) = self.examine_new(&mut progress, from) {
+                return result.map(|events| (self.finish)(events));
             }
             tokio::select! {
                 () = &mut notified => {}
                 () = &mut deadline => {
-                    self.watcher.seen.refresh(self.watcher.id);
+                    let mut held = self.watcher.held();
+                    held.refresh(self.watcher.id);
                     let message = explain::timed_out(
-                        self.watcher, &self.what, &self.steps, &progress.matched, from, scaled,
+                        self.watcher, &held, &self.what, &self.steps, &progress.matched, from,
+                        scaled,
                     );
                     return Err(WaitError::new(WaitErrorKind::Timeout, message));
                 }
@@ -108,26 +115,56 @@ impl<'w, T: Send + 'w> Wait<'w, T> {
     }
 
     /// Fetches what was captured since the last fetch and examines the events that could
-    /// match: `Some(Ok)` when every step matched, `Some(Err)` on a failure, `None` to go on.
-    fn examine_new(&mut self, progress: &mut Progress) -> Option<Result<(), WaitError>> {
-        let seen = &mut self.watcher.seen;
-        seen.refresh(self.watcher.id);
-        if progress.next < seen.base() {
-            return Some(Err(overflow(&self.what, seen.base())));
-        }
-        let matchers = self.steps.iter().chain(&self.fail_on).chain(&self.forbid);
-        let candidates = seen.candidates(matchers, progress.next);
-        progress.next = seen.cursor();
-        for seq in candidates {
-            let ev = self.watcher.seen.get(seq).clone();
-            if let Some(err) = self.feed(progress, &ev) {
-                return Some(Err(err));
+    /// match: `Some(Ok)` with the events when every step matched (they are consumed),
+    /// `Some(Err)` on a failure, `None` to go on.
+    ///
+    /// Runs under the watcher's lock, so that matching the last step and consuming every
+    /// step's event is one step: a concurrent wait on the same watcher cannot take them in
+    /// between. If one consumed an earlier step's event while this wait was pending, the
+    /// wait starts over from `from` (among the events still unconsumed).
+    fn examine_new(
+        &self,
+        progress: &mut Progress,
+        from: u64,
+    ) -> Option<Result<Vec<CapturedEvent>, WaitError>> {
+        let mut held = self.watcher.held();
+        held.refresh(self.watcher.id);
+        loop {
+            if progress.next < held.base() {
+                return Some(Err(overflow(&self.what, held.base())));
             }
-            if progress.matched.len() == self.steps.len() {
-                return Some(Ok(()));
+            let matchers = self.steps.iter().chain(&self.fail_on).chain(&self.forbid);
+            let candidates = held.candidates(matchers, progress.next);
+            progress.next = held.cursor();
+            for seq in candidates {
+                let ev = held.get(seq).clone();
+                if let Some(err) = self.feed(progress, &ev) {
+                    return Some(Err(err));
+                }
+                if progress.matched.len() < self.steps.len() {
+                    continue;
+                }
+                if progress
+                    .matched
+                    .iter()
+                    .any(|e| held.consumed.contains(&e.seq()))
+                {
+                    break; // taken by a concurrent wait: start over below
+                }
+                return Some(Ok(consume(&mut held, &progress.matched)));
             }
+            let taken = progress
+                .matched
+                .iter()
+                .any(|e| held.consumed.contains(&e.seq()));
+            if !taken {
+                return None;
+            }
+            *progress = Progress {
+                matched: Vec::new(),
+                next: from,
+            };
         }
-        None
     }
 
     fn feed(&self, progress: &mut Progress, ev: &Arc<CapturedEvent>) -> Option<WaitError> {
@@ -153,18 +190,17 @@ impl<'w, T: Send + 'w> Wait<'w, T> {
         }
         None
     }
+}
 
-    fn succeed(self, progress: &Progress) -> T {
-        let events: Vec<CapturedEvent> = progress
-            .matched
-            .iter()
-            .map(|e| {
-                self.watcher.seen.consumed.insert(e.seq());
-                CapturedEvent::clone(e)
-            })
-            .collect();
-        (self.finish)(events)
-    }
+/// Marks `matched` consumed and returns copies of them.
+fn consume(held: &mut Seen, matched: &[Arc<CapturedEvent>]) -> Vec<CapturedEvent> {
+    matched
+        .iter()
+        .map(|e| {
+            held.consumed.insert(e.seq());
+            CapturedEvent::clone(e)
+        })
+        .collect()
 }
 
 /// The error of a wait whose events were evicted before it examined them.

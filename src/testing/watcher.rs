@@ -1,7 +1,7 @@
 //! Watchers: awaiting captured events, with timeouts that explain themselves.
 
 use std::fmt::{self, Write as _};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::capture::{hub, CapturedEvent};
@@ -150,6 +150,10 @@ pub(crate) fn scale(base: Duration) -> Result<Scaled, WaitError> {
 /// scaled by `CI_TIMEOUT_MULTIPLIER`), measured in real time, so a paused tokio clock cannot
 /// fire it early.
 ///
+/// Every method takes `&self`: a watcher can be shared by several waits at once, and a wait
+/// can be configured with the watcher's own [`checkpoint`](Self::checkpoint)
+/// (`seen.wait(m).after(seen.checkpoint())`). Each event is consumed by one wait only.
+///
 /// A watcher keeps its own copy of the events it has fetched (shared `Arc`s) and a cursor
 /// into the capture order: a wait copies only the events captured since the last fetch out
 /// of the process-wide buffer, and matches outside its lock, so emitting never waits on a
@@ -164,7 +168,7 @@ pub(crate) fn scale(base: Duration) -> Result<Scaled, WaitError> {
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// testing::init();
-/// let mut seen = testing::watch();
+/// let seen = testing::watch();
 /// std::thread::spawn(|| tracing::info!(order_id = 42, "order placed"));
 /// let event = seen
 ///     .wait(Matcher::any().field("order_id", 42))
@@ -177,7 +181,8 @@ pub struct Watcher {
     pub(crate) id: u64,
     pub(crate) start: u64,
     created: Instant,
-    pub(crate) seen: Seen,
+    /// Held only while fetching and matching, never across an `.await`.
+    seen: Mutex<Seen>,
 }
 
 /// A point in the capture order; waits can be limited to events after it with
@@ -192,30 +197,55 @@ impl Watcher {
             id,
             start,
             created: Instant::now(),
-            seen: Seen::new(start),
+            seen: Mutex::new(Seen::new(start)),
         }
     }
 
+    /// The events this watcher holds. A poisoned lock only means a panic in another wait
+    /// (an assertion in a test): what is held is still consistent.
+    pub(crate) fn held(&self) -> MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The current point in the capture order: events captured from now on are after it.
+    ///
+    /// # Examples
+    ///
+    /// Only what is logged from now on counts, not an earlier event that would match:
+    ///
+    /// ```
+    /// use sinkwatch::testing::{self, Matcher};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// testing::init();
+    /// let seen = testing::watch();
+    /// tracing::info!(step = "cp-demo", round = 1_u64);
+    /// let wait = seen
+    ///     .wait(Matcher::any().field("step", "cp-demo"))
+    ///     .after(seen.checkpoint());
+    /// std::thread::spawn(|| tracing::info!(step = "cp-demo", round = 2_u64));
+    /// assert_eq!(wait.await.unwrap().u64("round"), Some(2));
+    /// # }
+    /// ```
     pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint(hub().next_seq())
     }
 
     /// Waits for the first not yet consumed event that matches.
-    pub fn wait(&mut self, matcher: Matcher) -> Wait<'_, CapturedEvent> {
+    pub fn wait(&self, matcher: Matcher) -> Wait<'_, CapturedEvent> {
         let what = format!("{matcher}");
         Wait::new(self, vec![matcher], what, |mut v| v.remove(0))
     }
 
     /// Waits for `n` not yet consumed events that match.
-    pub fn wait_n(&mut self, matcher: Matcher, n: usize) -> Wait<'_, Vec<CapturedEvent>> {
+    pub fn wait_n(&self, matcher: Matcher, n: usize) -> Wait<'_, Vec<CapturedEvent>> {
         let what = format!("{n} x ({matcher})");
         Wait::new(self, vec![matcher; n], what, |v| v)
     }
 
     /// Waits for events matching each matcher in turn, each after the previous one.
     pub fn wait_sequence(
-        &mut self,
+        &self,
         matchers: impl IntoIterator<Item = Matcher>,
     ) -> Wait<'_, Vec<CapturedEvent>> {
         let matchers: Vec<Matcher> = matchers.into_iter().collect();
@@ -238,20 +268,20 @@ impl Watcher {
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// testing::init();
-    /// let mut seen = testing::watch();
+    /// let seen = testing::watch();
     /// std::thread::spawn(|| tracing::info!(job = "nightly-7", "job finished"));
     /// let ev = seen.wait_logs_contain("job finished job=\"nightly-7\"").await.unwrap();
     /// assert_eq!(ev.str("job"), Some("nightly-7"));
     /// # }
     /// ```
-    pub fn wait_logs_contain(&mut self, text: impl Into<String>) -> Wait<'_, CapturedEvent> {
+    pub fn wait_logs_contain(&self, text: impl Into<String>) -> Wait<'_, CapturedEvent> {
         self.wait(Matcher::any().line_contains(text))
     }
 
     /// Waits for `until` and fails if an event matching `forbidden` arrives before it:
     /// the deterministic way to say "no X before Y has happened".
     pub async fn assert_none_before(
-        &mut self,
+        &self,
         forbidden: Matcher,
         until: Matcher,
     ) -> Result<CapturedEvent, WaitError> {
@@ -265,7 +295,7 @@ impl Watcher {
     /// scaled). Prefer [`assert_none_before`](Self::assert_none_before): a window can only
     /// show that nothing happened *yet*.
     pub async fn assert_none_within(
-        &mut self,
+        &self,
         forbidden: Matcher,
         window: Duration,
     ) -> Result<(), WaitError> {
@@ -276,29 +306,90 @@ impl Watcher {
             let notified = hub().notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            self.seen.refresh(self.id);
-            if next < self.seen.base() {
-                return Err(overflow(
-                    &format!("no event matching {forbidden}"),
-                    self.seen.base(),
-                ));
-            }
-            for seq in self.seen.candidates([&forbidden], next) {
-                let ev = self.seen.get(seq);
-                if forbidden.matches(ev) {
-                    let message = format!(
-                        "expected no event matching: {forbidden}\nwithin {window:?}, but got:\n  {}",
-                        self.line(ev)
-                    );
-                    return Err(WaitError::new(WaitErrorKind::Forbidden, message));
+            {
+                let mut held = self.held();
+                held.refresh(self.id);
+                if next < held.base() {
+                    let what = format!("no event matching {forbidden}");
+                    return Err(overflow(&what, held.base()));
                 }
+                for seq in held.candidates([&forbidden], next) {
+                    let ev = held.get(seq);
+                    if forbidden.matches(ev) {
+                        let message = format!(
+                            "expected no event matching: {forbidden}\nwithin {window:?}, but got:\n  {}",
+                            self.line(ev)
+                        );
+                        return Err(WaitError::new(WaitErrorKind::Forbidden, message));
+                    }
+                }
+                next = held.cursor();
             }
-            next = self.seen.cursor();
             tokio::select! {
                 () = &mut notified => {}
                 () = &mut deadline => return Ok(()),
             }
         }
+    }
+
+    /// Takes every not yet consumed event that matches, captured up to now, without
+    /// waiting: possibly none. Like a wait, it consumes what it returns (a later wait or
+    /// `take_all` gets only newer events).
+    ///
+    /// With [`flush`](crate::FileSink::flush) it answers "every X so far" when the count
+    /// is not known up front: a flush resolves only after the sink's worker has handled
+    /// every record accepted before it, and the events it emitted meanwhile (a
+    /// `rotation_complete` for each size rotation, `write_failed`, `records_dropped`,
+    /// `file_reopened`) are captured by then. Events of work the flush does not wait for
+    /// are not covered: the file sink's background compression and retention, and a time
+    /// rotation a [`ManualClock`](crate::ManualClock) step triggers (await those with
+    /// [`wait`](Self::wait) or [`wait_n`](Self::wait_n): you know how many boundaries
+    /// you crossed). See `docs/testing.md`, "Every rotation so far".
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sinkwatch::events::rotation_complete;
+    /// use sinkwatch::testing::{self, Matcher};
+    /// use sinkwatch::{FileSink, Record};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// testing::init();
+    /// let seen = testing::watch();
+    /// let sink = FileSink::builder(dir.path()).max_file_size(1024).build()?;
+    /// for n in 0..100_u64 {
+    ///     sink.write(Record::new(tracing::Level::INFO, "hello").with_field("n", n))?;
+    /// }
+    /// sink.flush().await?; // every record so far written, every size rotation done
+    /// let rotations = seen.take_all(Matcher::sink_event(sink.id(), rotation_complete::NAME));
+    /// let rotated = std::fs::read_dir(dir.path())?.count() - 1; // all but the active file
+    /// assert_eq!(rotations.len(), rotated);
+    /// # sink.shutdown(std::time::Duration::from_secs(5)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "taken by value, as by every wait"
+    )]
+    pub fn take_all(&self, matcher: Matcher) -> Vec<CapturedEvent> {
+        let mut held = self.held();
+        held.refresh(self.id);
+        let from = self.start.max(held.base());
+        let found: Vec<Arc<CapturedEvent>> = held
+            .candidates([&matcher], from)
+            .into_iter()
+            .map(|seq| held.get(seq).clone())
+            .filter(|ev| matcher.matches(ev))
+            .collect();
+        found
+            .into_iter()
+            .map(|ev| {
+                held.consumed.insert(ev.seq());
+                CapturedEvent::clone(&ev)
+            })
+            .collect()
     }
 
     /// Every captured event since this watcher was created (consumed or not), oldest first.
@@ -390,19 +481,20 @@ impl Watcher {
     /// How many events this watcher's waits have evaluated against their matchers.
     #[doc(hidden)]
     pub fn examined(&self) -> u64 {
-        self.seen.examined
+        self.held().examined
     }
 
     /// How many events this watcher has copied out of the capture buffer.
     #[doc(hidden)]
     pub fn fetched(&self) -> u64 {
-        self.seen.fetched
+        self.held().fetched
     }
 
     /// The events since the start: those fetched, then those not fetched yet.
     fn events(&self) -> Vec<Arc<CapturedEvent>> {
-        let mut out: Vec<_> = self.seen.since(self.start).cloned().collect();
-        out.extend(hub().peek(self.seen.cursor()));
+        let held = self.held();
+        let mut out: Vec<_> = held.since(self.start).cloned().collect();
+        out.extend(hub().peek(held.cursor()));
         out
     }
 
@@ -435,10 +527,11 @@ impl Drop for Watcher {
 
 impl fmt::Debug for Watcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let held = self.held();
         f.debug_struct("Watcher")
             .field("start", &self.start)
-            .field("cursor", &self.seen.cursor())
-            .field("consumed", &self.seen.consumed.len())
+            .field("cursor", &held.cursor())
+            .field("consumed", &held.consumed.len())
             .finish_non_exhaustive()
     }
 }

@@ -3,15 +3,35 @@
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
+#[path = "tally.rs"]
+mod tally;
+#[allow(unused_imports, reason = "each test file uses a different subset")]
+pub use tally::{dropped, drops};
+
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use sinkwatch::events::SinkId;
-use sinkwatch::testing::{Matcher, Watcher};
-use sinkwatch::Record;
+use sinkwatch::testing::{self, Matcher, Watcher};
+use sinkwatch::{FileSink, FileSinkBuilder, Record, SinkId};
+use tempfile::TempDir;
 use tracing::Level;
+
+/// What most file-sink tests start from, in this order: the capture installed and a
+/// watcher created before the sink (so it sees the sink's start-up events), a temporary
+/// directory, and a sink writing into it, its builder given to `configure` first:
+/// `let (seen, dir, sink) = arrange(|b| b.max_file_size(1000));`. Bind the directory to a
+/// name (`_dir` if unused, never `_`) so it lives as long as the sink.
+pub fn arrange(
+    configure: impl FnOnce(FileSinkBuilder) -> FileSinkBuilder,
+) -> (Watcher, TempDir, FileSink) {
+    testing::init();
+    let seen = testing::watch();
+    let dir = tempfile::tempdir().unwrap();
+    let sink = configure(FileSink::builder(dir.path())).build().unwrap();
+    (seen, dir, sink)
+}
 
 /// A fixed event time, so every line of a test has the same length.
 pub fn fixed_time() -> SystemTime {
@@ -97,7 +117,7 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
 /// Awaits events of `name` from `sink` until their `field` values add up to `total`;
 /// returns the events.
 pub async fn wait_total(
-    events: &mut Watcher,
+    events: &Watcher,
     sink: &SinkId,
     name: &str,
     field: &str,
@@ -108,7 +128,7 @@ pub async fn wait_total(
 
 /// Awaits events matching `matcher` until their `field` values add up to `total`.
 pub async fn wait_total_matching(
-    events: &mut Watcher,
+    events: &Watcher,
     matcher: Matcher,
     field: &str,
     total: u64,

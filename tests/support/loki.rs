@@ -3,12 +3,17 @@
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
+#[path = "tally.rs"]
+mod tally;
+#[allow(unused_imports, reason = "each test file uses a different subset")]
+pub use tally::{dropped, drops};
+
 use std::time::{Duration, SystemTime};
 
-use sinkwatch::events::{self, SinkId};
 use sinkwatch::testing::LokiReceiver;
 use sinkwatch::testing::{self, CapturedEvent, Matcher, Watcher};
 use sinkwatch::Record;
+use sinkwatch::{events, SinkId};
 use sinkwatch::{LineFormat, LokiSink, LokiSinkBuilder};
 use tracing::Level;
 
@@ -54,24 +59,12 @@ pub fn ev(sink: &SinkId, name: &str) -> Matcher {
 }
 
 /// Waits for this sink's `push_complete`, failing fast on `push_failed`.
-pub async fn pushed(events: &mut Watcher, sink: &LokiSink) -> CapturedEvent {
+pub async fn pushed(events: &Watcher, sink: &LokiSink) -> CapturedEvent {
     events
         .wait(ev(sink.id(), events::push_complete::NAME))
         .fail_on(ev(sink.id(), events::push_failed::NAME))
         .await
         .unwrap()
-}
-
-/// The `records_dropped` counts this sink reported, per reason, since `events` started.
-pub fn drops(events: &Watcher, sink: &SinkId) -> std::collections::BTreeMap<String, u64> {
-    let mut out = std::collections::BTreeMap::new();
-    for e in events.history() {
-        if ev(sink, events::records_dropped::NAME).matches(&e) {
-            let reason = e.str("reason").unwrap().to_owned();
-            *out.entry(reason).or_insert(0) += e.u64("count").unwrap();
-        }
-    }
-    out
 }
 
 /// Every field value of every event this sink emitted, as text.

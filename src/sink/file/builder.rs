@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::active::{cut_torn_tail, ActiveFile, FaultHook, FsFaultHook, FsOp};
+use super::active::{cut_torn_tail, ActiveFile};
 use super::clock::{Clock, SystemClock};
 use super::maintenance::Context;
 use super::naming::Naming;
@@ -15,18 +15,47 @@ use super::retention::Retention;
 use super::schedule::{Schedule, TimeZone};
 use super::worker::{self, Parts};
 use super::{Compression, FileSink, Format, FsyncPolicy};
-use crate::events::SinkId;
+use crate::fault::{FaultHook, FsFaultHook, FsOp};
 use crate::pipe::{self, spawn_worker, Limits, Settings};
+use crate::SinkId;
+
+use crate::{Error, OverflowPolicy, Result};
 
 /// How long a writer waits for room in a full queue by default.
 const DEFAULT_MAX_BLOCK: Duration = Duration::from_secs(1);
 /// How long dropping the last handle waits for the sink to deliver and close, by default.
 const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(1);
-use crate::{Error, OverflowPolicy, Result};
+/// The prefix of the sink's id when it is not given a [`name`](FileSinkBuilder::name).
+const DEFAULT_NAME: &str = "file";
 
 /// Configures and builds a [`FileSink`].
 ///
 /// Setters never fail: the first unusable value is reported by [`build`](Self::build).
+///
+/// # Defaults
+///
+/// [`FileSink::builder`] starts from these, the one place they are written (a unit test
+/// checks the table against the builder):
+///
+/// | setting | default |
+/// |---|---|
+/// | [`file_name`](Self::file_name) | `app`, `log` |
+/// | [`name`](Self::name) | `file` |
+/// | [`max_file_size`](Self::max_file_size) | no limit |
+/// | [`rotate_every`](Self::rotate_every) | no time rotation |
+/// | [`time_zone`](Self::time_zone) | [`TimeZone::Utc`](crate::TimeZone::Utc) |
+/// | [`max_files`](Self::max_files) | no limit |
+/// | [`max_age`](Self::max_age) | no limit |
+/// | [`max_total_bytes`](Self::max_total_bytes) | no limit |
+/// | [`compression`](Self::compression) | [`Compression::None`](crate::Compression::None) |
+/// | [`compression_level`](Self::compression_level) | 1 |
+/// | [`fsync`](Self::fsync) | [`FsyncPolicy::Never`](crate::FsyncPolicy::Never) |
+/// | [`format`](Self::format) | [`Format::Json`](crate::Format::Json) |
+/// | [`overflow`](Self::overflow) | [`OverflowPolicy::Block`](crate::OverflowPolicy::Block) for at most 1 s |
+/// | [`queue_capacity`](Self::queue_capacity) | 65,536 records |
+/// | [`queue_max_bytes`](Self::queue_max_bytes) | 4 MiB |
+/// | [`drop_timeout`](Self::drop_timeout) | 1 s |
+/// | [`clock`](Self::clock) | [`SystemClock`](crate::SystemClock) |
 ///
 /// # Examples
 ///
@@ -115,21 +144,23 @@ impl FileSinkBuilder {
     }
 
     /// Names the files: the active file is `{prefix}.{extension}`, rotated ones
-    /// `{prefix}.{UTC time}.{extension}`. By default, `app` and `log`.
+    /// `{prefix}.{UTC time}.{extension}`. Default: see [the table](Self#defaults).
     pub fn file_name(mut self, prefix: impl Into<String>, extension: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self.extension = extension.into();
         self
     }
 
-    /// Names the sink in its id (`{name}-{n}`) as its events carry it. By default, `file`.
+    /// Names the sink in its id (`{name}-{n}`) as its events carry it. Default: see
+    /// [the table](Self#defaults).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
     }
 
-    /// Rotates before a line would take the active file past `bytes`. By default, no size
-    /// limit. A file exceeds the limit only when a single line is longer than it.
+    /// Rotates before a line would take the active file past `bytes`. A file exceeds the
+    /// limit only when a single line is longer than it. Default: see
+    /// [the table](Self#defaults).
     pub fn max_file_size(mut self, bytes: u64) -> Self {
         self.max_file_size = Some(bytes);
         self
@@ -138,49 +169,50 @@ impl FileSinkBuilder {
     /// Rotates a non-empty active file at every boundary of `interval`: instants when the
     /// clock reads a whole multiple of it since the epoch (each minute, hour, day at
     /// midnight…), in [`time_zone`](Self::time_zone). A boundary rotates even when no
-    /// record arrives then. By default, no time rotation. Combines with
-    /// [`max_file_size`](Self::max_file_size): whichever comes first.
+    /// record arrives then. Combines with [`max_file_size`](Self::max_file_size): whichever
+    /// comes first. Default: see [the table](Self#defaults).
     pub fn rotate_every(mut self, interval: Duration) -> Self {
         self.rotate_every = Some(interval);
         self
     }
 
-    /// The zone time boundaries align to. By default, [`TimeZone::Utc`]. Rotated names are
-    /// in UTC either way.
+    /// The zone time boundaries align to. Rotated names are in UTC either way. Default: see
+    /// [the table](Self#defaults).
     pub fn time_zone(mut self, zone: TimeZone) -> Self {
         self.time_zone = zone;
         self
     }
 
     /// Keeps at most `count` rotated files (the active file not counted), removing the
-    /// oldest. By default, no limit.
+    /// oldest. Default: see [the table](Self#defaults).
     pub fn max_files(mut self, count: usize) -> Self {
         self.retention.count = Some(count);
         self
     }
 
-    /// Removes rotated files rotated longer than `age` ago (by the sink's clock). By
-    /// default, no limit.
+    /// Removes rotated files rotated longer than `age` ago (by the sink's clock). Default:
+    /// see [the table](Self#defaults).
     pub fn max_age(mut self, age: Duration) -> Self {
         self.retention.age = Some(age);
         self
     }
 
     /// Keeps the rotated files (archives at their compressed size; the active file not
-    /// counted) within `bytes`, removing the oldest. By default, no limit.
+    /// counted) within `bytes`, removing the oldest. Default: see [the table](Self#defaults).
     pub fn max_total_bytes(mut self, bytes: u64) -> Self {
         self.retention.bytes = Some(bytes);
         self
     }
 
-    /// Compresses rotated files in the background. By default, [`Compression::None`].
+    /// Compresses rotated files in the background. Default: see [the table](Self#defaults).
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
         self
     }
 
-    /// The compression level, 0 (store only) to 9 (smallest). By default, 1, the fastest
-    /// that compresses: compression shares the CPU with the sink's writer, and level 6
+    /// The compression level, 0 (store only) to 9 (smallest). The default
+    /// ([the table](Self#defaults)) is the fastest level that compresses: compression
+    /// shares the CPU with the sink's writer, and level 6
     /// takes more than twice the CPU, which made the sink about 20–30% slower in the
     /// benchmark. The price is archives about 1.6× larger (JSON log lines still shrink to
     /// about 5%). Set 6–9 for smaller archives (see `docs/file-sink.md`, Performance).
@@ -189,30 +221,31 @@ impl FileSinkBuilder {
         self
     }
 
-    /// When to ask the OS to put written data on the device. By default,
-    /// [`FsyncPolicy::Never`].
+    /// When to ask the OS to put written data on the device. Default: see
+    /// [the table](Self#defaults).
     pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
         self.fsync = policy;
         self
     }
 
-    /// The line format. By default, [`Format::Json`].
+    /// The line format. Default: see [the table](Self#defaults).
     pub fn format(mut self, format: Format) -> Self {
         self.format = format;
         self
     }
 
-    /// What a full queue does with a new record. By default,
-    /// [`OverflowPolicy::Block`] for at most 1 s: a disk write takes microseconds, so a
-    /// burst slows the callers to the disk's pace and loses nothing, and only a disk stalled
-    /// for a second (a hung NFS mount, a full disk being cleaned) makes the sink shed load,
-    /// reporting every record it drops (reason `stalled`) and recovering by itself.
+    /// What a full queue does with a new record. The default ([the table](Self#defaults))
+    /// is [`OverflowPolicy::Block`] with a bound of about a second: a disk write takes
+    /// microseconds, so a burst slows the callers to the disk's pace and loses nothing, and
+    /// only a disk stalled for that long (a hung NFS mount, a full disk being cleaned) makes
+    /// the sink shed load, reporting every record it drops (reason `stalled`) and
+    /// recovering by itself.
     pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
         self.overflow = policy;
         self
     }
 
-    /// The most records the queue holds. By default, 65,536.
+    /// The most records the queue holds. Default: see [the table](Self#defaults).
     pub fn queue_capacity(mut self, records: usize) -> Self {
         self.queue_capacity = records;
         self
@@ -221,8 +254,9 @@ impl FileSinkBuilder {
     /// The most bytes the queue holds: events captured by [`SinkLayer`](crate::SinkLayer)
     /// count at their compact size (about 0.6 of the JSON line they become), records
     /// written by hand at [`Record::approx_size`](crate::Record::approx_size). Records the
-    /// worker has taken but not yet written still count. By default, 4 MiB (some 25,000
-    /// typical events): with backpressure a small queue loses nothing and keeps memory low.
+    /// worker has taken but not yet written still count. The default
+    /// ([the table](Self#defaults)) holds some 25,000 typical events: with backpressure a
+    /// small queue loses nothing and keeps memory low.
     pub fn queue_max_bytes(mut self, bytes: usize) -> Self {
         self.queue_max_bytes = bytes;
         self
@@ -231,16 +265,17 @@ impl FileSinkBuilder {
     /// How long dropping the sink's last handle waits for it to write what is queued and
     /// close, as `tracing-appender`'s `WorkerGuard` does: so the last records reach the
     /// file, and a test's temporary directory is not removed under a worker still writing.
-    /// Past it the rest is reported dropped (reason `shutdown`). By default, 1 s;
-    /// `Duration::ZERO` lets the drop return at once (the worker still writes everything
-    /// queued, in the background). On a sink's worker thread the drop never waits.
+    /// Past it the rest is reported dropped (reason `shutdown`). `Duration::ZERO` lets the
+    /// drop return at once (the worker still writes everything queued, in the background).
+    /// On a sink's worker thread the drop never waits. Default: see
+    /// [the table](Self#defaults).
     pub fn drop_timeout(mut self, timeout: Duration) -> Self {
         self.drop_timeout = timeout;
         self
     }
 
-    /// The clock for time rotation, rotated names and retention by age. By default,
-    /// [`SystemClock`].
+    /// The clock for time rotation, rotated names and retention by age. Default: see
+    /// [the table](Self#defaults).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
@@ -356,7 +391,7 @@ impl FileSinkBuilder {
             )
         })?;
         let file = file.with_fs_fault(self.fs_fault.clone());
-        let id = SinkId::new(self.name.as_deref().unwrap_or("file"));
+        let id = SinkId::new(self.name.as_deref().unwrap_or(DEFAULT_NAME));
         let settings = Settings {
             limits: self.limits(),
             drop_timeout: self.drop_timeout,
@@ -496,6 +531,7 @@ fn prepare_dir(dir: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[allow(clippy::needless_pass_by_value, reason = "builders are used by value")]
     fn err(b: FileSinkBuilder) -> Error {
@@ -508,10 +544,59 @@ mod tests {
     }
 
     #[test]
+    fn the_defaults_table_is_what_new_sets() {
+        use crate::defaults::{assert_table, bytes, count, duration, policy, variant};
+        let b = FileSinkBuilder::new("x");
+        let limit = |set: bool| if set { "set" } else { "no limit" }.to_owned();
+        // The system clock is the only one that reads the time of day.
+        let off = b.clock.now().duration_since(std::time::SystemTime::now());
+        let system = off.unwrap_or_else(|e| e.duration()) < Duration::from_secs(60);
+        assert_table(
+            include_str!("builder.rs"),
+            &[
+                ("file_name", format!("`{}`, `{}`", b.prefix, b.extension)),
+                (
+                    "name",
+                    format!("`{}`", b.name.as_deref().unwrap_or(DEFAULT_NAME)),
+                ),
+                ("max_file_size", limit(b.max_file_size.is_some())),
+                (
+                    "rotate_every",
+                    b.rotate_every.map_or("no time rotation".into(), duration),
+                ),
+                ("time_zone", variant("TimeZone", b.time_zone)),
+                ("max_files", limit(b.retention.count.is_some())),
+                ("max_age", limit(b.retention.age.is_some())),
+                ("max_total_bytes", limit(b.retention.bytes.is_some())),
+                ("compression", variant("Compression", b.compression)),
+                ("compression_level", b.compression_level.to_string()),
+                ("fsync", variant("FsyncPolicy", b.fsync)),
+                ("format", variant("Format", b.format)),
+                ("overflow", policy(b.overflow)),
+                (
+                    "queue_capacity",
+                    format!("{} records", count(b.queue_capacity as u64)),
+                ),
+                ("queue_max_bytes", bytes(b.queue_max_bytes as u64)),
+                ("drop_timeout", duration(b.drop_timeout)),
+                (
+                    "clock",
+                    if system {
+                        "[`SystemClock`](crate::SystemClock)"
+                    } else {
+                        "another clock"
+                    }
+                    .to_owned(),
+                ),
+            ],
+        );
+    }
+
+    #[test]
     fn zero_limits_are_reported_by_name() {
         let e = err(FileSinkBuilder::new("x").max_file_size(0));
         assert!(
-            e.is_config() && e.to_string().contains("max_file_size"),
+            e.kind() == ErrorKind::Config && e.to_string().contains("max_file_size"),
             "{e}"
         );
         let e = err(FileSinkBuilder::new("x").rotate_every(Duration::ZERO));
@@ -530,7 +615,7 @@ mod tests {
             (".app", "log"),
         ] {
             assert!(
-                err(FileSinkBuilder::new("x").file_name(prefix, ext)).is_config(),
+                err(FileSinkBuilder::new("x").file_name(prefix, ext)).kind() == ErrorKind::Config,
                 "{prefix} {ext}"
             );
         }
@@ -548,7 +633,7 @@ mod tests {
         let file = dir.path().join("plain");
         std::fs::write(&file, "x").unwrap();
         let e = prepare_dir(&file.join("logs")).unwrap_err();
-        assert!(e.is_io());
+        assert_eq!(e.kind(), ErrorKind::Io);
         assert!(e.to_string().contains(&*file.to_string_lossy()), "{e}");
         assert!(std::error::Error::source(&e).is_some());
     }

@@ -17,12 +17,12 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::active::{check, FsFaultHook, FsOp};
 use super::clock::Clock;
 use super::compress::{self, Repair};
 use super::naming::{unix_millis, Naming, Rotated};
 use super::retention::{self, Retention};
-use crate::events::{self, SinkId};
+use crate::fault::{check, FsFaultHook, FsOp};
+use crate::{events, SinkId};
 
 /// What the lane needs to know about the sink.
 pub(crate) struct Context {

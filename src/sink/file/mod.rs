@@ -49,8 +49,6 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-#[cfg(feature = "testing")]
-pub use active::{FaultHook, FsFaultHook, FsOp};
 pub use builder::FileSinkBuilder;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use format::Format;
@@ -59,8 +57,8 @@ pub use writer::FileWriter;
 
 use self::worker::Control;
 use crate::deadline::later;
-use crate::events::SinkId;
 use crate::pipe::{Patience, Producer};
+use crate::SinkId;
 use crate::{Error, ErrorKind, Record, Result, ShutdownReport, SinkStats};
 
 /// How rotated files are compressed.
@@ -194,7 +192,8 @@ impl FileSink {
     }
 
     /// Queues a record, waiting for room as the sink's overflow policy says: by default
-    /// ([`OverflowPolicy::Block`](crate::OverflowPolicy::Block)) for at most 1 s, after which
+    /// ([`OverflowPolicy::Block`](crate::OverflowPolicy::Block), bound in
+    /// [the defaults](crate::FileSinkBuilder#defaults)) for a bounded time, after which
     /// the record is dropped and the sink sheds load until its worker catches up (every
     /// drop reported). This blocks the calling thread: from async code use
     /// [`write_async`](Self::write_async). The record is formatted and written by the worker.
@@ -261,13 +260,21 @@ impl FileSink {
     /// Cancel-safe in that nothing is lost, but once the request reached the worker the
     /// rotation still happens.
     pub async fn rotate(&self) -> Result<Option<PathBuf>> {
-        self.producer.flush().await?;
+        // The worker writes everything queued before it rotates: no flush (and so no
+        // `flush_complete`, which means a `flush()` call) is needed for the ordering.
         let (tx, rx) = oneshot::channel();
+        let sent = self.control.send(Control::Rotate(tx)).is_ok();
+        match rx.await {
+            Ok(result) if sent => result,
+            _ => Err(self.stopped_error().await),
+        }
+    }
+
+    /// Why the worker is gone: a flush on a stopped sink says (`Failed` with the worker's
+    /// panic, or `Closed`) and queues no marker, so it emits no `flush_complete`.
+    async fn stopped_error(&self) -> Error {
         let closed = || Error::new(ErrorKind::Closed, format!("sink {} is closed", self.id()));
-        self.control
-            .send(Control::Rotate(tx))
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        self.producer.flush().await.err().unwrap_or_else(closed)
     }
 
     /// Stops accepting records, writes what is queued until `timeout` has passed, reports

@@ -147,7 +147,7 @@ impl Worker {
                 deadline = self.consumer.shutdown_requested() => {
                     return self.close(Some(deadline), &mut chunk).await;
                 }
-                Some(control) = self.control.recv() => self.on_control(control),
+                Some(control) = self.control.recv() => self.on_control(control, &mut chunk),
                 () = wait(&mut self.timer) => self.on_tick(&mut chunk),
                 received = self.consumer.recv(&mut chunk) => match received {
                     Recv::Items => {
@@ -190,9 +190,11 @@ impl Worker {
         self.consumer.finish();
     }
 
-    fn on_control(&mut self, control: Control) {
+    fn on_control(&mut self, control: Control, chunk: &mut Chunk) {
         match control {
             Control::Rotate(reply) => {
+                // Records accepted before `rotate()` was called are queued: into this file.
+                self.drain_queued(chunk);
                 let result = self.rotate(rotation_reason::MANUAL).map_err(|e| {
                     Error::io(format!("cannot rotate {}", self.file.path().display()), e)
                 });

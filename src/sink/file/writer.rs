@@ -51,7 +51,8 @@ impl Drop for FileWriter {
 /// # Examples
 ///
 /// The one-line switch from tracing-appender: the fmt layer keeps formatting, the file
-/// sink does the rest.
+/// sink does the rest. Turn colours off with `.with_ansi(false)`: the fmt layer writes ANSI
+/// escape codes into any writer unless `NO_COLOR` is set, and a log file is no terminal.
 ///
 /// ```
 /// use tracing_subscriber::layer::SubscriberExt as _;
@@ -59,14 +60,24 @@ impl Drop for FileWriter {
 ///
 /// # let dir = tempfile::tempdir().unwrap();
 /// let file = FileSink::builder(dir.path()).max_file_size(64 << 20).build()?;
-/// let subscriber = tracing_subscriber::registry()
-///     .with(tracing_subscriber::fmt::layer().json().with_writer(file.clone()));
+/// let subscriber = tracing_subscriber::registry().with(
+///     tracing_subscriber::fmt::layer()
+///         .with_ansi(false) // no colour codes in the file
+///         .with_writer(file.clone()),
+/// );
 /// tracing::subscriber::with_default(subscriber, || tracing::info!(user = "ada", "logged in"));
 /// file.shutdown_blocking(std::time::Duration::from_secs(5));
 /// let text = std::fs::read_to_string(file.active_path()).unwrap();
-/// assert!(text.contains("logged in"));
+/// assert!(text.contains("logged in user=\"ada\""), "{text}");
+/// assert!(!text.contains('\x1b'), "no escape codes: {text:?}");
 /// # Ok::<(), sinkwatch::Error>(())
 /// ```
+///
+/// The JSON formatter (`.json()`) writes no colour codes; `.with_writer(file)` is all it
+/// needs. In tests, where a process can install a global subscriber only once, use a
+/// scoped one per test (`with_default`, as above) after `sinkwatch::testing::init()` (feature
+/// `testing`), which keeps the process-wide interest cache from hiding callsites from the
+/// scoped subscriber (see the migrating guide).
 impl<'a> MakeWriter<'a> for FileSink {
     type Writer = FileWriter;
 

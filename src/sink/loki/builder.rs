@@ -11,14 +11,17 @@ use super::line::{Lines, TRUNCATION_MARKER};
 use super::retry::RetryPolicy;
 use super::worker::{self, Config};
 use super::{Encoding, LineFormat, LokiSink, LongLines};
-use crate::events::{self, SinkId};
 use crate::pipe::{self, spawn_worker, Limits, Settings};
+use crate::{events, SinkId};
+
+use crate::{Error, OverflowPolicy, Result};
 
 /// How long a writer waits for room in a full queue by default.
 const DEFAULT_MAX_BLOCK: Duration = Duration::from_millis(500);
 /// How long dropping the last handle waits for the sink to push and close, by default.
 const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(2);
-use crate::{Error, OverflowPolicy, Result};
+/// The prefix of the sink's id when it is not given a [`name`](LokiSinkBuilder::name).
+const DEFAULT_NAME: &str = "loki";
 
 /// Loki's push path, added to a base URL.
 const PUSH_PATH: &str = "/loki/api/v1/push";
@@ -38,6 +41,41 @@ const RESERVED: &[&str] = &[
 /// what to change. `Debug` output never shows a credential: the URL's user name and
 /// password and every query value are replaced by `redacted`, and so are the auth settings
 /// and every header value but those given to [`public_header`](Self::public_header).
+///
+/// # Defaults
+///
+/// [`LokiSink::builder`] starts from these, the one place they are written (a unit test
+/// checks the table against the builder). `build()` needs at least one
+/// [`label`](Self::label).
+///
+/// | setting | default |
+/// |---|---|
+/// | [`name`](Self::name) | `loki` |
+/// | [`label`](Self::label) | none |
+/// | [`label_from_field`](Self::label_from_field) | none |
+/// | [`metadata_from_field`](Self::metadata_from_field) | none |
+/// | [`max_streams`](Self::max_streams) | 1,000 |
+/// | [`tenant`](Self::tenant) | none |
+/// | [`basic_auth`](Self::basic_auth), [`bearer_token`](Self::bearer_token) | none |
+/// | [`header`](Self::header), [`public_header`](Self::public_header), [`secret_header`](Self::secret_header) | none |
+/// | [`root_certificate_pem`](Self::root_certificate_pem) | the built-in roots only |
+/// | [`encoding`](Self::encoding) | [`Encoding::Protobuf`](crate::Encoding::Protobuf) |
+/// | [`line_format`](Self::line_format) | [`LineFormat::Json`](crate::LineFormat::Json) |
+/// | [`max_line_bytes`](Self::max_line_bytes) | 256 KiB |
+/// | [`long_lines`](Self::long_lines) | [`LongLines::Truncate`](crate::LongLines::Truncate) |
+/// | [`batch_max_entries`](Self::batch_max_entries) | 65,536 |
+/// | [`batch_max_bytes`](Self::batch_max_bytes) | 1 MiB |
+/// | [`batch_wait`](Self::batch_wait) | 1 s |
+/// | [`request_timeout`](Self::request_timeout) | 10 s |
+/// | [`max_in_flight`](Self::max_in_flight) | 4 |
+/// | [`min_backoff`](Self::min_backoff) | 500 ms |
+/// | [`max_backoff`](Self::max_backoff) | 5 min |
+/// | [`max_retries`](Self::max_retries) | 10 |
+/// | [`max_retry_after`](Self::max_retry_after) | 5 min |
+/// | [`overflow`](Self::overflow) | [`OverflowPolicy::Block`](crate::OverflowPolicy::Block) for at most 500 ms |
+/// | [`queue_capacity`](Self::queue_capacity) | 65,536 records |
+/// | [`queue_max_bytes`](Self::queue_max_bytes) | 64 MiB |
+/// | [`drop_timeout`](Self::drop_timeout) | 2 s |
 ///
 /// # Examples
 ///
@@ -142,14 +180,15 @@ impl LokiSinkBuilder {
         }
     }
 
-    /// Names the sink in its id (`{name}-{n}`) as its events carry it. By default, `loki`.
+    /// Names the sink in its id (`{name}-{n}`) as its events carry it. Default: see
+    /// [the table](Self#defaults).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
     }
 
-    /// Adds a static label, on every stream. By default, none; `build()` requires at least
-    /// one with a non-empty value, since Loki rejects a stream without labels. Names must
+    /// Adds a static label, on every stream. `build()` requires at least one with a
+    /// non-empty value, since Loki rejects a stream without labels. Names must
     /// match `[A-Za-z_][A-Za-z0-9_]*` and not start with `__` (reserved); values are at most
     /// 2048 bytes, any Unicode.
     pub fn label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -168,9 +207,8 @@ impl LokiSinkBuilder {
 
     /// Adds a label whose value is taken from each record's field `name` (its text, cut to
     /// 2048 bytes; the record's level in lowercase or its target for `level` and `target`
-    /// when there is no such field). A record without the field has no such label. By
-    /// default, none. Each distinct label set is a Loki stream: see
-    /// [`max_streams`](Self::max_streams).
+    /// when there is no such field). A record without the field has no such label. Each
+    /// distinct label set is a Loki stream: see [`max_streams`](Self::max_streams).
     pub fn label_from_field(mut self, name: impl Into<String>) -> Self {
         let name = name.into();
         if let Err(e) = self.check_label_name(&name, "label_from_field") {
@@ -181,8 +219,8 @@ impl LokiSinkBuilder {
     }
 
     /// Adds structured metadata taken from each record's field `name` (its text; `level` and
-    /// `target` as for [`label_from_field`](Self::label_from_field)). By default, none. Pairs
-    /// that would take an entry past Loki's 64 KiB limit are left out.
+    /// `target` as for [`label_from_field`](Self::label_from_field)). Pairs that would take
+    /// an entry past Loki's 64 KiB limit are left out.
     pub fn metadata_from_field(mut self, name: impl Into<String>) -> Self {
         let name = name.into();
         if !labels::valid_name(&name) {
@@ -218,14 +256,13 @@ impl LokiSinkBuilder {
     /// The most distinct label sets made by [`label_from_field`](Self::label_from_field)
     /// over the sink's life. A record that would make one more is dropped, reported with
     /// reason `too_many_streams`, so a high-cardinality field cannot flood Loki with streams.
-    /// By default, 1000.
+    /// Default: see [the table](Self#defaults).
     pub fn max_streams(mut self, streams: usize) -> Self {
         self.max_streams = streams;
         self
     }
 
-    /// Sends `X-Scope-OrgID: tenant` (Loki multi-tenancy). By default, no tenant header.
-    /// Allowed: ASCII letters, digits and `!-_.*'()`, at most 150 bytes, not `.` or `..`.
+    /// Sends `X-Scope-OrgID: tenant` (Loki multi-tenancy). Allowed: ASCII letters, digits and `!-_.*'()`, at most 150 bytes, not `.` or `..`.
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
         let tenant = tenant.into();
         let ok = |b: u8| b.is_ascii_alphanumeric() || b"!-_.*'()".contains(&b);
@@ -243,8 +280,7 @@ impl LokiSinkBuilder {
         self
     }
 
-    /// HTTP basic auth (replaces any bearer token). By default, no authentication. Neither
-    /// the user nor the password appears in Debug output, events or errors. Credentials in
+    /// HTTP basic auth (replaces any bearer token). Neither the user nor the password appears in Debug output, events or errors. Credentials in
     /// the URL (`https://user:pass@host`) are used the same way.
     ///
     /// Credentials for a plain `http://` URL to a host that is not loopback cross the
@@ -257,14 +293,13 @@ impl LokiSinkBuilder {
         self
     }
 
-    /// `Authorization: Bearer <token>` (replaces any basic auth). By default, no
-    /// authentication. The token never appears in Debug output, events or errors.
+    /// `Authorization: Bearer <token>` (replaces any basic auth). The token never appears in Debug output, events or errors.
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.http.auth = Auth::Bearer(Secret(token.into()));
         self
     }
 
-    /// Adds a header to every request. By default, none besides the sink's own. Its value
+    /// Adds a header to every request, besides the sink's own. Its value
     /// never appears in Debug output, events or errors, since custom headers often carry
     /// an API key; use [`public_header`](Self::public_header) for a value you want to see
     /// there, [`secret_header`](Self::secret_header) for `Authorization` or a value that
@@ -330,7 +365,7 @@ impl LokiSinkBuilder {
     }
 
     /// Trusts extra root certificates (PEM, one or a bundle) for HTTPS, besides the built-in Mozilla roots:
-    /// for a Loki behind a private CA. By default, the built-in roots only.
+    /// for a Loki behind a private CA. Default: see [the table](Self#defaults).
     pub fn root_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
         match reqwest::Certificate::from_pem_bundle(pem.as_ref()) {
             Ok(certs) if !certs.is_empty() => self.http.roots.extend(certs),
@@ -339,60 +374,62 @@ impl LokiSinkBuilder {
         self
     }
 
-    /// The request encoding. By default, [`Encoding::Protobuf`] (snappy).
+    /// The request encoding. Default: see [the table](Self#defaults).
     pub fn encoding(mut self, encoding: Encoding) -> Self {
         self.encoding = encoding;
         self
     }
 
-    /// What each entry's line holds. By default, [`LineFormat::Json`].
+    /// What each entry's line holds. Default: see [the table](Self#defaults).
     pub fn line_format(mut self, format: LineFormat) -> Self {
         self.line_format = format;
         self
     }
 
-    /// The longest line sent, in bytes. By default, 262,144 (256 KiB, Loki's default limit).
-    /// At least 64, and at most half of [`batch_max_bytes`](Self::batch_max_bytes).
+    /// The longest line sent, in bytes. At least 64, and at most half of
+    /// [`batch_max_bytes`](Self::batch_max_bytes). The default ([the table](Self#defaults))
+    /// is Loki's own default limit.
     pub fn max_line_bytes(mut self, bytes: usize) -> Self {
         self.max_line_bytes = bytes;
         self
     }
 
-    /// What happens to longer lines. By default, [`LongLines::Truncate`].
+    /// What happens to longer lines. Default: see [the table](Self#defaults).
     pub fn long_lines(mut self, policy: LongLines) -> Self {
         self.long_lines = policy;
         self
     }
 
-    /// The most entries in one request. By default, 65,536.
+    /// The most entries in one request. Default: see [the table](Self#defaults).
     pub fn batch_max_entries(mut self, entries: usize) -> Self {
         self.batch_max_entries = entries;
         self
     }
 
     /// The largest request body on the wire, in bytes: never exceeded, even when a backlog
-    /// is pushed after an outage. By default, 1,048,576 (1 MiB). At least 1024.
+    /// is pushed after an outage. At least 1024. Default: see [the table](Self#defaults).
     pub fn batch_max_bytes(mut self, bytes: usize) -> Self {
         self.batch_max_bytes = bytes;
         self
     }
 
-    /// How long the first entry of a batch waits for others before the batch is sent. By
-    /// default, 1 s. A full batch or a `flush()` sends at once.
+    /// How long the first entry of a batch waits for others before the batch is sent. A
+    /// full batch or a `flush()` sends at once. Default: see [the table](Self#defaults).
     pub fn batch_wait(mut self, wait: Duration) -> Self {
         self.batch_wait = wait;
         self
     }
 
     /// The timeout of each request (connecting, sending, and reading the response); a
-    /// timed-out request is retried. By default, 10 s. Must not be zero.
+    /// timed-out request is retried. Must not be zero. Default: see [the table](Self#defaults).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
-    /// How many push requests may be in flight at once. By default, 4: the next batch is
-    /// encoded and sent while earlier ones wait for Loki. Entries of one stream may then
+    /// How many push requests may be in flight at once. With more than one (the default:
+    /// [the table](Self#defaults)), the next batch is encoded and sent while earlier ones
+    /// wait for Loki. Entries of one stream may then
     /// arrive out of order by a few requests, which Loki accepts since 2.4
     /// (`unordered_writes`, the default); for an older Loki, or one configured for ordered
     /// writes, use 1. While a request is retrying (an outage, an overload), only one is in
@@ -403,50 +440,53 @@ impl LokiSinkBuilder {
     }
 
     /// The first retry's backoff: retry `n` waits a random time in `[min·2^(n−1), min·2^n)`,
-    /// capped at [`max_backoff`](Self::max_backoff). By default, 500 ms. Must not be zero.
+    /// capped at [`max_backoff`](Self::max_backoff). Must not be zero. Default: see [the table](Self#defaults).
     pub fn min_backoff(mut self, backoff: Duration) -> Self {
         self.retry.min_backoff = backoff;
         self
     }
 
-    /// The longest backoff. By default, 5 min. At least [`min_backoff`](Self::min_backoff).
+    /// The longest backoff. At least [`min_backoff`](Self::min_backoff). Default: see [the table](Self#defaults).
     pub fn max_backoff(mut self, backoff: Duration) -> Self {
         self.retry.max_backoff = backoff;
         self
     }
 
     /// Retries after the first attempt (so `max_retries + 1` attempts in all) before a
-    /// request is dropped with reason `retries_exhausted`. By default, 10.
+    /// request is dropped with reason `retries_exhausted`. Default: see [the table](Self#defaults).
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.retry.max_retries = retries;
         self
     }
 
-    /// The longest `Retry-After` honoured: a longer one waits this long. By default, 5 min.
+    /// The longest `Retry-After` honoured: a longer one waits this long. Default: see [the table](Self#defaults).
     pub fn max_retry_after(mut self, cap: Duration) -> Self {
         self.retry.max_retry_after = cap;
         self
     }
 
-    /// What a full queue does with a new record. By default, [`OverflowPolicy::Block`] for
-    /// at most 500 ms: a healthy Loki takes a burst at its own pace and loses nothing, but an
-    /// outage lasts minutes, so a full queue costs each caller at most one short wait, and
-    /// then the sink sheds load (reporting every record it drops, reason `stalled`) until it
-    /// has pushed half its queue.
+    /// What a full queue does with a new record. The default ([the table](Self#defaults))
+    /// is [`OverflowPolicy::Block`] with a short bound: a healthy Loki takes a burst at its
+    /// own pace and loses nothing, but an outage lasts minutes, so a full queue costs each
+    /// caller at most one short wait, and then the sink sheds load (reporting every record
+    /// it drops, reason `stalled`) until it has pushed half its queue.
     pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
         self.overflow = policy;
         self
     }
 
-    /// The most records queued (waiting for a batch). By default, 65,536.
+    /// The most records queued (waiting for a batch). Default: see [the table](Self#defaults).
     pub fn queue_capacity(mut self, records: usize) -> Self {
         self.queue_capacity = records;
         self
     }
 
-    /// The most memory queued records may take, in bytes (each record's size in memory,
-    /// heap included). The sink's memory is bounded by this plus about twice
-    /// [`batch_max_bytes`](Self::batch_max_bytes). By default, 64 MiB.
+    /// The most bytes the queue holds: events captured by [`SinkLayer`](crate::SinkLayer)
+    /// count at their compact size (about 0.6 of the JSON line they become), records
+    /// written by hand at [`Record::approx_size`](crate::Record::approx_size). Records the
+    /// worker has taken count until they are in a batch. Besides the queue, the sink holds
+    /// the batch being filled and up to [`max_in_flight`](Self::max_in_flight) encoded
+    /// requests, each at most [`batch_max_bytes`](Self::batch_max_bytes). Default: see [the table](Self#defaults).
     pub fn queue_max_bytes(mut self, bytes: usize) -> Self {
         self.queue_max_bytes = bytes;
         self
@@ -455,9 +495,9 @@ impl LokiSinkBuilder {
     /// How long dropping the sink's last handle waits for it to push what is queued and
     /// close: so the last records reach Loki when a handle goes out of scope. Past it the
     /// rest is reported dropped (reason `shutdown`), as a shutdown at that deadline would.
-    /// By default, 2 s; `Duration::ZERO` lets the drop return at once (the worker still
-    /// pushes everything queued, in the background). On a sink's worker thread the drop
-    /// never waits.
+    /// `Duration::ZERO` lets the drop return at once (the worker still pushes everything
+    /// queued, in the background). On a sink's worker thread the drop never waits. Default:
+    /// see [the table](Self#defaults).
     pub fn drop_timeout(mut self, timeout: Duration) -> Self {
         self.drop_timeout = timeout;
         self
@@ -478,7 +518,7 @@ impl LokiSinkBuilder {
         }
         let url = url?;
         self.validate()?;
-        let id = SinkId::new(self.name.as_deref().unwrap_or("loki"));
+        let id = SinkId::new(self.name.as_deref().unwrap_or(DEFAULT_NAME));
         if self.http.has_credentials() {
             if let Some(host) = clear_text_host(&url) {
                 events::insecure_credentials(&id, &host);
@@ -622,6 +662,7 @@ impl LokiSinkBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     fn base() -> LokiSinkBuilder {
         LokiSinkBuilder::new("http://127.0.0.1:3100".into()).label("app", "demo")
@@ -629,8 +670,61 @@ mod tests {
 
     fn err(b: LokiSinkBuilder) -> String {
         let e = b.build().unwrap_err();
-        assert!(e.is_config(), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
         e.to_string()
+    }
+
+    #[test]
+    fn the_defaults_table_is_what_new_sets() {
+        use crate::defaults::{assert_table, bytes, count, duration, policy, variant};
+        let b = LokiSinkBuilder::new("http://h".into());
+        let none = |empty: bool| if empty { "none" } else { "set" }.to_owned();
+        let r = b.retry;
+        assert_table(
+            include_str!("builder.rs"),
+            &[
+                (
+                    "name",
+                    format!("`{}`", b.name.as_deref().unwrap_or(DEFAULT_NAME)),
+                ),
+                ("label", none(b.labels.is_empty())),
+                ("label_from_field", none(b.label_fields.is_empty())),
+                ("metadata_from_field", none(b.metadata_fields.is_empty())),
+                ("max_streams", count(b.max_streams as u64)),
+                ("tenant", none(b.http.tenant.is_none())),
+                ("basic_auth", none(matches!(b.http.auth, Auth::None))),
+                ("header", none(b.http.headers.is_empty())),
+                (
+                    "root_certificate_pem",
+                    if b.http.roots.is_empty() {
+                        "the built-in roots only"
+                    } else {
+                        "set"
+                    }
+                    .to_owned(),
+                ),
+                ("encoding", variant("Encoding", b.encoding)),
+                ("line_format", variant("LineFormat", b.line_format)),
+                ("max_line_bytes", bytes(b.max_line_bytes as u64)),
+                ("long_lines", variant("LongLines", b.long_lines)),
+                ("batch_max_entries", count(b.batch_max_entries as u64)),
+                ("batch_max_bytes", bytes(b.batch_max_bytes as u64)),
+                ("batch_wait", duration(b.batch_wait)),
+                ("request_timeout", duration(b.request_timeout)),
+                ("max_in_flight", count(b.max_in_flight as u64)),
+                ("min_backoff", duration(r.min_backoff)),
+                ("max_backoff", duration(r.max_backoff)),
+                ("max_retries", r.max_retries.to_string()),
+                ("max_retry_after", duration(r.max_retry_after)),
+                ("overflow", policy(b.overflow)),
+                (
+                    "queue_capacity",
+                    format!("{} records", count(b.queue_capacity as u64)),
+                ),
+                ("queue_max_bytes", bytes(b.queue_max_bytes as u64)),
+                ("drop_timeout", duration(b.drop_timeout)),
+            ],
+        );
     }
 
     #[test]

@@ -48,8 +48,8 @@ use std::time::Duration;
 pub use builder::LokiSinkBuilder;
 
 use crate::deadline::later;
-use crate::events::SinkId;
 use crate::pipe::{Patience, Producer};
+use crate::SinkId;
 use crate::{Record, Result, ShutdownReport, SinkStats};
 
 /// How push requests are encoded.
@@ -204,7 +204,8 @@ impl LokiSink {
     }
 
     /// Queues a record, waiting for room as the sink's overflow policy says: by default
-    /// ([`OverflowPolicy::Block`](crate::OverflowPolicy::Block)) for at most 500 ms, after
+    /// ([`OverflowPolicy::Block`](crate::OverflowPolicy::Block), bound in
+    /// [the defaults](crate::LokiSinkBuilder#defaults)) for a bounded time, after
     /// which the record is dropped and the sink sheds load until it has pushed half its
     /// queue (every drop reported). This blocks the calling thread: from async code use
     /// [`write_async`](Self::write_async).

@@ -11,8 +11,8 @@ use super::server::{Clock, Progress, Shared};
 use super::store::Store;
 use super::validate::Limits;
 use super::LokiReceiver;
-use crate::events::SinkId;
 use crate::Result;
+use crate::SinkId;
 
 /// Builds a [`LokiReceiver`].
 ///
@@ -200,8 +200,9 @@ impl LokiReceiverBuilder {
         self
     }
 
-    /// Most entries in one request, all streams together. By default 100,000 (the Loki
-    /// sink sends at most 65,536 by default); more is 413, as for
+    /// Most entries in one request, all streams together. By default 100,000 (more than
+    /// the Loki sink sends by default, see its
+    /// [`batch_max_entries`](crate::LokiSinkBuilder#defaults)); more is 413, as for
     /// [`max_streams_per_request`](Self::max_streams_per_request). 0: no limit.
     pub fn max_entries_per_request(mut self, count: usize) -> Self {
         self.limits.max_entries_per_request = count;
@@ -237,17 +238,15 @@ impl LokiReceiverBuilder {
         self
     }
 
-    /// Binds the listener and starts serving on the current tokio runtime.
+    /// Binds the listener and starts serving, on the receiver's own thread and runtime (see
+    /// [`LokiReceiver`]): it needs no runtime of the caller's.
     ///
     /// Events go to the `tracing` dispatcher that is current when this is called.
     ///
     /// # Errors
     ///
-    /// An I/O error when the address cannot be bound.
-    ///
-    /// # Panics
-    ///
-    /// When called outside a tokio runtime.
+    /// An I/O error when the address cannot be bound, or the receiver's thread or runtime
+    /// cannot start.
     pub async fn start(self) -> Result<LokiReceiver> {
         let (progress, _) = tokio::sync::watch::channel(Progress::default());
         let (listening, _) = tokio::sync::watch::channel(false);

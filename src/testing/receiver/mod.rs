@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::instrument::WithSubscriber;
 
@@ -35,14 +36,22 @@ pub use builder::LokiReceiverBuilder;
 pub use faults::Fault;
 pub use store::{ReceivedEntry, ReceivedRequest, ReceivedStream};
 
-use crate::events::SinkId;
-use crate::{Error, ErrorKind, Result};
+use super::watcher::{WaitError, WaitErrorKind};
+use crate::SinkId;
+use crate::{Error, Result};
 use server::{lock, Shared};
 
 /// A Loki-compatible push receiver listening on a real TCP port.
 ///
-/// It runs on the tokio runtime it was started on and shuts down when dropped (or
+/// It runs on a thread of its own with its own tokio runtime, as the sinks do, so nothing
+/// the test does with its own runtime can starve it: a `ShutdownGuard` dropped (or
+/// `shutdown_blocking`) inside a single-threaded `#[tokio::test]` blocks the test's only
+/// thread, and the receiver still answers the pushes that shutdown is waiting for. Its
+/// timers are real time whatever the test's clock. It shuts down when dropped (or
 /// [`stop`](LokiReceiver::stop)ped): the port is closed and open connections are cut.
+///
+/// Its events go to the `tracing` dispatcher that was current when it started (the global
+/// one after [`testing::init`](crate::testing::init), or a test's scoped subscriber).
 ///
 /// # Examples
 ///
@@ -77,6 +86,7 @@ pub struct LokiReceiver {
     shared: Arc<Shared>,
     addr: SocketAddr,
     task: Mutex<Option<JoinHandle<()>>>,
+    runner: Runner,
 }
 
 impl std::fmt::Debug for LokiReceiver {
@@ -90,15 +100,13 @@ impl std::fmt::Debug for LokiReceiver {
 }
 
 impl LokiReceiver {
-    /// Starts a receiver with the default configuration (see [`LokiReceiverBuilder`]).
+    /// Starts a receiver with the default configuration (see [`LokiReceiverBuilder`]), on
+    /// its own thread: it needs no runtime of the caller's.
     ///
     /// # Errors
     ///
-    /// An I/O error when the listener cannot be bound.
-    ///
-    /// # Panics
-    ///
-    /// When called outside a tokio runtime.
+    /// An I/O error when the listener cannot be bound, or the receiver's thread or runtime
+    /// cannot start.
     pub async fn start() -> Result<Self> {
         Self::builder().start().await
     }
@@ -109,15 +117,17 @@ impl LokiReceiver {
     }
 
     async fn launch(shared: Arc<Shared>, listen: SocketAddr) -> Result<Self> {
-        let listener = bind(listen).await?;
+        let runner = Runner::start(&shared.id, &shared.dispatch)?;
+        let listener = runner.bind(listen).await?;
         let addr = listener
             .local_addr()
             .map_err(|e| Error::io(format!("cannot read the address bound for {listen}"), e))?;
-        let task = spawn(listener, &shared);
+        let task = runner.serve(listener, &shared);
         Ok(LokiReceiver {
             shared,
             addr,
             task: Mutex::new(Some(task)),
+            runner,
         })
     }
 
@@ -191,18 +201,19 @@ impl LokiReceiver {
     ///
     /// # Errors
     ///
-    /// A timeout error (`ErrorKind::Timeout`) saying how many requests were handled.
+    /// A [`WaitError`] of kind [`Timeout`](WaitErrorKind::Timeout) saying how many
+    /// requests were handled.
     ///
     /// # Cancel safety
     ///
     /// Cancel-safe: dropping the future only stops the wait.
-    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Result<()> {
+    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Result<(), WaitError> {
         let target = n as u64;
         server::wait_for(&self.shared.progress, timeout, |p| p.requests >= target)
             .await
             .map_err(|p| {
-                Error::new(
-                    ErrorKind::Timeout,
+                WaitError::new(
+                    WaitErrorKind::Timeout,
                     format!(
                         "the Loki receiver handled {} of {n} requests within {timeout:?}",
                         p.requests
@@ -217,18 +228,19 @@ impl LokiReceiver {
     ///
     /// # Errors
     ///
-    /// A timeout error (`ErrorKind::Timeout`) saying how many requests arrived.
+    /// A [`WaitError`] of kind [`Timeout`](WaitErrorKind::Timeout) saying how many
+    /// requests arrived.
     ///
     /// # Cancel safety
     ///
     /// Cancel-safe: dropping the future only stops the wait.
-    pub async fn wait_for_arrivals(&self, n: usize, timeout: Duration) -> Result<()> {
+    pub async fn wait_for_arrivals(&self, n: usize, timeout: Duration) -> Result<(), WaitError> {
         let target = n as u64;
         server::wait_for(&self.shared.progress, timeout, |p| p.arrivals >= target)
             .await
             .map_err(|p| {
-                Error::new(
-                    ErrorKind::Timeout,
+                WaitError::new(
+                    WaitErrorKind::Timeout,
                     format!(
                         "{} of {n} requests reached the Loki receiver within {timeout:?}",
                         p.arrivals
@@ -257,18 +269,19 @@ impl LokiReceiver {
     ///
     /// # Errors
     ///
-    /// A timeout error (`ErrorKind::Timeout`) saying how many entries were accepted.
+    /// A [`WaitError`] of kind [`Timeout`](WaitErrorKind::Timeout) saying how many
+    /// entries were accepted.
     ///
     /// # Cancel safety
     ///
     /// Cancel-safe: dropping the future only stops the wait.
-    pub async fn wait_for_entries(&self, n: usize, timeout: Duration) -> Result<()> {
+    pub async fn wait_for_entries(&self, n: usize, timeout: Duration) -> Result<(), WaitError> {
         let target = n as u64;
         server::wait_for(&self.shared.progress, timeout, |p| p.entries >= target)
             .await
             .map_err(|p| {
-                Error::new(
-                    ErrorKind::Timeout,
+                WaitError::new(
+                    WaitErrorKind::Timeout,
                     format!(
                         "the Loki receiver accepted {} of {n} entries within {timeout:?}",
                         p.entries
@@ -336,8 +349,8 @@ impl LokiReceiver {
         if self.is_running() {
             return Ok(());
         }
-        let listener = bind(self.addr).await?;
-        let task = spawn(listener, &self.shared);
+        let listener = self.runner.bind(self.addr).await?;
+        let task = self.runner.serve(listener, &self.shared);
         if let Some(old) = lock(&self.task).replace(task) {
             old.abort();
         }
@@ -350,16 +363,70 @@ impl Drop for LokiReceiver {
         if let Some(task) = lock(&self.task).take() {
             task.abort();
         }
+        // Then `runner` drops: its thread ends, and with its runtime go the listener and the
+        // open connections (asynchronously: `closed()` says when).
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::io(format!("cannot bind the Loki receiver to {addr}"), e))
+/// The receiver's own thread and current-thread runtime, as each sink has one: whatever the
+/// test does with its runtime (blocks its only thread, pauses its clock), the receiver
+/// keeps serving. Dropping it ends the thread; the runtime's tasks are dropped with the
+/// runtime, on that thread, under the receiver's dispatcher.
+struct Runner {
+    handle: tokio::runtime::Handle,
+    stop: Option<oneshot::Sender<()>>,
 }
 
-fn spawn(listener: TcpListener, shared: &Arc<Shared>) -> JoinHandle<()> {
-    let serve = server::serve(listener, Arc::clone(shared));
-    tokio::spawn(serve.with_subscriber(shared.dispatch.clone()))
+impl Runner {
+    fn start(id: &SinkId, dispatch: &tracing::Dispatch) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name(format!("sinkwatch-{id}-blocking"))
+            .build()
+            .map_err(|e| Error::io(format!("cannot start the runtime of the Loki {id}"), e))?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let dispatch = dispatch.clone();
+        std::thread::Builder::new()
+            .name(format!("sinkwatch-{id}"))
+            .spawn(move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    runtime.block_on(async {
+                        // Sent, or dropped with the receiver: either way, stop.
+                        let _ = stopped.await;
+                    });
+                    drop(runtime);
+                });
+            })
+            .map_err(|e| Error::io(format!("cannot spawn the thread of the Loki {id}"), e))?;
+        Ok(Runner {
+            handle,
+            stop: Some(stop),
+        })
+    }
+
+    /// Binds on the receiver's runtime (the listener is registered with its reactor).
+    async fn bind(&self, addr: SocketAddr) -> Result<TcpListener> {
+        let bind = async move { TcpListener::bind(addr).await };
+        let bound = self
+            .handle
+            .spawn(bind)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        bound.map_err(|e| Error::io(format!("cannot bind the Loki receiver to {addr}"), e))
+    }
+
+    fn serve(&self, listener: TcpListener, shared: &Arc<Shared>) -> JoinHandle<()> {
+        let serve = server::serve(listener, Arc::clone(shared));
+        self.handle
+            .spawn(serve.with_subscriber(shared.dispatch.clone()))
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }

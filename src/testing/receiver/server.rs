@@ -21,7 +21,8 @@ use super::faults::{Action, Script};
 use super::labels;
 use super::store::{ReceivedRequest, Store};
 use super::validate::{self, Grouped, Limits};
-use crate::events::{self, SinkId};
+use crate::testing::schema;
+use crate::SinkId;
 
 /// The push endpoint.
 pub(crate) const PUSH_PATH: &str = "/loki/api/v1/push";
@@ -55,7 +56,7 @@ pub(crate) struct Shared {
     /// connections are closed (after `stop`, or the receiver's drop).
     pub(crate) listening: watch::Sender<bool>,
     /// The dispatcher current when the receiver started, so its events reach the test's
-    /// subscriber from whatever runtime thread serves a request.
+    /// subscriber from the receiver's own thread.
     pub(crate) dispatch: tracing::Dispatch,
 }
 
@@ -592,7 +593,7 @@ fn account(shared: &Shared, rec: ReceivedRequest) {
         store.record_request(rec);
         store.entries().len() as u64
     };
-    events::receiver_request(
+    schema::receiver_request(
         &shared.id, status, &tenant, accepted, rejected, bytes, &error,
     );
     shared.progress.send_modify(|p| {

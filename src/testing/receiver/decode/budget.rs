@@ -109,18 +109,18 @@ impl Budget {
 /// the wire format, without allocating: the error when one is over its cap. A malformed
 /// message ends the walk with `Ok`, leaving its error to the real decoder.
 pub(crate) fn scan_protobuf(bytes: &[u8], budget: &Budget) -> Result<(), DecodeError> {
-    for (field, stream) in Fields(bytes) {
+    for (field, stream) in DelimitedFields(bytes) {
         if field != 1 {
             continue;
         }
         budget.take(Item::Stream)?;
-        for (field, entry) in Fields(stream) {
+        for (field, entry) in DelimitedFields(stream) {
             if field != 2 {
                 continue;
             }
             budget.take(Item::Entry)?;
             // structuredMetadata (3) and parsed (4) both become pairs.
-            for (field, _) in Fields(entry) {
+            for (field, _) in DelimitedFields(entry) {
                 if field == 3 || field == 4 {
                     budget.take(Item::MetadataPair)?;
                 }
@@ -132,9 +132,9 @@ pub(crate) fn scan_protobuf(bytes: &[u8], budget: &Budget) -> Result<(), DecodeE
 
 /// The length-delimited fields of a message (number and payload), skipping the others;
 /// stops at the first malformed byte.
-struct Fields<'a>(&'a [u8]);
+struct DelimitedFields<'a>(&'a [u8]);
 
-impl<'a> Iterator for Fields<'a> {
+impl<'a> Iterator for DelimitedFields<'a> {
     type Item = (u64, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {

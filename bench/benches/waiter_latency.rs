@@ -3,7 +3,7 @@
 //! A plain thread emits an event; a task parked in `Watcher::wait` measures the time from
 //! the capture of the event to its own wake-up. Prints p50/p99/max; asserts nothing.
 //!
-//! Run: `cargo bench --bench waiter_latency --features testing`
+//! Run: `cargo bench -p sinkwatch-bench --bench waiter_latency`
 //! (`SINKWATCH_BENCH_N` sets the number of samples, 20,000 by default).
 
 use std::future::{Future as _, IntoFuture as _};
@@ -43,7 +43,7 @@ fn main() {
         let mut samples = Vec::with_capacity(n);
         for i in 0..n as u64 {
             // A watcher per sample, as a test has one per test.
-            let mut events = testing::watch();
+            let events = testing::watch();
             let mut wait = std::pin::pin!(events
                 .wait(Matcher::target("latency_bench").field("i", i))
                 .into_future());
