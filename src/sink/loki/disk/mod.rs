@@ -230,6 +230,10 @@ struct Segment {
     written: u64,
     /// Entries not settled, and their bytes.
     live: Tally,
+    /// Check checksums when reading it: it held damaged records at open. Other segments
+    /// were checked whole at open, or written by this process, and are read trusting the
+    /// page cache (their framing and numbering are still checked).
+    verify: bool,
 }
 
 /// The segment being appended to: the last one.
@@ -444,22 +448,30 @@ impl DiskBuffer {
     }
 
     /// Fails if the buffer stopped.
+    #[inline]
     fn usable(&self) -> io::Result<()> {
         match self.broken {
             None => Ok(()),
-            Some(Broken::Gone) => Err(io::Error::new(
+            Some(broken) => Err(self.stopped(broken)),
+        }
+    }
+
+    #[cold]
+    fn stopped(&self, broken: Broken) -> io::Error {
+        match broken {
+            Broken::Gone => io::Error::new(
                 io::ErrorKind::NotFound,
                 format!(
                     "the disk buffer directory {} was removed: what it held is lost; open it \
                      again to start afresh",
                     self.dir.display()
                 ),
-            )),
-            Some(Broken::Damaged) => Err(io::Error::other(format!(
+            ),
+            Broken::Damaged => io::Error::other(format!(
                 "a failed write to the disk buffer in {} could not be cut back; open it again \
                  to repair it",
                 self.dir.display()
-            ))),
+            )),
         }
     }
 
@@ -541,7 +553,8 @@ fn too_large(len: usize, max_bytes: u64) -> bool {
 fn records(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut at = 0;
     std::iter::from_fn(move || {
-        let Frame::Good { len } = format::frame(&buf[at..]) else {
+        // Bytes this process encoded a moment ago: no checksum to check.
+        let Frame::Good { len } = format::frame(&buf[at..], false) else {
             return None;
         };
         let record = &buf[at..at + len];

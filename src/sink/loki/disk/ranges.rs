@@ -26,6 +26,12 @@ impl RangeSet {
         self.ranges.get(i).is_some_and(|r| r.start <= x)
     }
 
+    /// The end of the range holding `x`, if `x` is in the set.
+    pub(super) fn end_of_range_with(&self, x: u64) -> Option<u64> {
+        let i = self.ranges.partition_point(|r| r.end <= x);
+        self.ranges.get(i).filter(|r| r.start <= x).map(|r| r.end)
+    }
+
     /// Adds every member of `range`.
     pub(super) fn insert(&mut self, range: Range<u64>) {
         if range.is_empty() {
@@ -114,6 +120,9 @@ mod tests {
         let s = set(&[2..4, 8..9]);
         let members: Vec<u64> = (0..12).filter(|&x| s.contains(x)).collect();
         assert_eq!(members, [2, 3, 8]);
+        assert_eq!(s.end_of_range_with(3), Some(4));
+        assert_eq!(s.end_of_range_with(4), None);
+        assert_eq!(s.end_of_range_with(8), Some(9));
     }
 
     #[test]

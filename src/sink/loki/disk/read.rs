@@ -35,11 +35,20 @@ impl DiskBuffer {
         let (mut n, mut bytes) = (0, 0);
         // Bytes of records skipped for a bad checksum since the last good one.
         let mut skipped = 0;
+        // The segment being read (its index, written length and end), while nothing
+        // moves the segments.
+        let mut segment = None;
         while n < max_entries {
-            let Some(i) = self.position()? else {
-                break;
+            let (i, limit, end) = match segment {
+                Some(s) => s,
+                None => match self.position()? {
+                    Some(i) => {
+                        let s = &self.segments[i];
+                        *segment.insert((i, s.written, s.end))
+                    }
+                    None => break,
+                },
             };
-            let limit = self.segments[i].written;
             let at = self.cursor.at.as_mut().expect("positioned");
             let reader = at.reader.as_mut().expect("positioned");
             let step = match reader.peek(limit) {
@@ -55,9 +64,10 @@ impl DiskBuffer {
                     let body = format::body(reader.record(len));
                     let seq = body.seq;
                     let expected = self.cursor.seq;
-                    if seq < expected || seq >= self.segments[i].end {
+                    if seq < expected || seq >= end {
                         // Not the record that belongs here: the segment is damaged.
                         self.lose_rest(i);
+                        segment = None;
                         continue;
                     }
                     let settled = self.settled.contains(seq);
@@ -83,7 +93,8 @@ impl DiskBuffer {
                     self.cursor.seq = seq + 1;
                     if seq > expected {
                         // Skipped records: settled at open, or damaged since.
-                        self.lose_gap(i, expected..seq, std::mem::take(&mut skipped));
+                        self.lose_gap(i, expected..seq, skipped);
+                        segment = None;
                     }
                     skipped = 0;
                 }
@@ -105,8 +116,12 @@ impl DiskBuffer {
                     } else if self.cursor.seq < s.end {
                         break; // the rest is not written yet
                     }
+                    segment = None;
                 }
-                Step::Damaged => self.lose_rest(i),
+                Step::Damaged => {
+                    self.lose_rest(i);
+                    segment = None;
+                }
             }
         }
         Ok(first.map(|first| first..self.cursor.seq))
@@ -122,7 +137,7 @@ impl DiskBuffer {
             let Some(segment) = self.segments.get(i) else {
                 return Ok(None);
             };
-            let first = segment.first;
+            let (first, verify) = (segment.first, segment.verify);
             if self.cursor.at.as_ref().is_none_or(|at| at.segment != first) {
                 // The cursor only leaves a segment at its end.
                 debug_assert!(
@@ -142,7 +157,7 @@ impl DiskBuffer {
             }
             let path = self.dir.join(segment_name(first));
             let opened = check(self.faults.as_ref(), Op::Read, &path)
-                .and_then(|_| Reader::open(&path, at.offset));
+                .and_then(|_| Reader::open(&path, at.offset, verify));
             match opened {
                 Ok(reader) => at.reader = Some(reader),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => self.lose_rest(i),

@@ -35,11 +35,14 @@ pub(super) struct Reader {
     pos: u64,
     /// The file ended before the limit.
     eof: bool,
+    /// Checksums are checked.
+    verify: bool,
 }
 
 impl Reader {
-    /// Opens `path` to read from offset `pos`. One `open`, one `lseek`.
-    pub(super) fn open(path: &Path, pos: u64) -> io::Result<Self> {
+    /// Opens `path` to read from offset `pos`, checking checksums if `verify`. One `open`,
+    /// one `lseek`.
+    pub(super) fn open(path: &Path, pos: u64, verify: bool) -> io::Result<Self> {
         let mut file = File::open(path)?;
         file.seek(SeekFrom::Start(pos))?;
         Ok(Reader {
@@ -49,6 +52,7 @@ impl Reader {
             end: 0,
             pos,
             eof: false,
+            verify,
         })
     }
 
@@ -62,7 +66,7 @@ impl Reader {
     pub(super) fn peek(&mut self, limit: u64) -> io::Result<Step> {
         loop {
             let have = &self.buf[self.start..self.end];
-            let need = match format::frame(have) {
+            let need = match format::frame(have, self.verify) {
                 Frame::Good { len } => return Ok(Step::Record { len }),
                 Frame::Corrupt { len } => return Ok(Step::Corrupt { len }),
                 Frame::Broken => return Ok(Step::Damaged),
@@ -139,7 +143,7 @@ mod tests {
     }
 
     fn read_all(path: &Path, limit: u64) -> (Vec<Vec<u8>>, Step) {
-        let mut r = Reader::open(path, HEADER_LEN as u64).unwrap();
+        let mut r = Reader::open(path, HEADER_LEN as u64, true).unwrap();
         let mut out = Vec::new();
         loop {
             match r.peek(limit).unwrap() {

@@ -95,6 +95,7 @@ pub(super) fn recover(
             end: scan.end,
             written: scan.valid_len,
             live: scan.live,
+            verify: scan.damaged,
         });
     }
     Ok(segments)
@@ -133,6 +134,8 @@ struct Scan {
     /// Numbers between good records that no good record holds: records that fail their
     /// checksum.
     gaps: Vec<Range<u64>>,
+    /// Records failing their checksum were found.
+    damaged: bool,
 }
 
 /// Reads a segment once, in large chunks. Its records must carry increasing numbers from
@@ -150,7 +153,7 @@ fn scan(path: &Path, first: u64, next: Option<u64>, settled: &RangeSet) -> io::R
         return Ok(scan);
     }
     scan.header_ok = true;
-    let mut reader = Reader::open(path, HEADER_LEN as u64)?;
+    let mut reader = Reader::open(path, HEADER_LEN as u64, true)?;
     loop {
         match reader.peek(file_len)? {
             Step::Record { len } => {
@@ -171,7 +174,10 @@ fn scan(path: &Path, first: u64, next: Option<u64>, settled: &RangeSet) -> io::R
                 reader.advance(len);
                 scan.valid_len = reader.pos();
             }
-            Step::Corrupt { len } => reader.advance(len),
+            Step::Corrupt { len } => {
+                scan.damaged = true;
+                reader.advance(len);
+            }
             Step::End | Step::Damaged => break,
         }
     }

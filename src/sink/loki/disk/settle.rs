@@ -76,22 +76,31 @@ impl DiskBuffer {
         for gap in gaps {
             let from = self.ledger.partition_point(|&(seq, _)| seq < gap.start);
             let mut s = self.segments.partition_point(|s| s.end <= gap.start);
+            // What is settled in segment `s`, taken off it once it is left.
+            let mut here = Tally::default();
             for &(seq, len) in self.ledger.range(from..) {
                 if seq >= gap.end {
                     break;
                 }
-                while self.segments.get(s).is_some_and(|seg| seg.end <= seq) {
-                    s += 1;
+                if self.segments.get(s).is_some_and(|seg| seg.end <= seq) {
+                    self.segments[s].live.sub(here);
+                    done = done.plus(std::mem::take(&mut here));
+                    while self.segments.get(s).is_some_and(|seg| seg.end <= seq) {
+                        s += 1;
+                    }
                 }
-                let one = Tally {
-                    entries: 1,
-                    bytes: u64::from(len),
-                };
-                match self.segments.get_mut(s) {
-                    Some(seg) if seg.first <= seq => seg.live.sub(one),
-                    _ => debug_assert!(false, "entry {seq} in flight outside any segment"),
+                here.entries += 1;
+                here.bytes += u64::from(len);
+            }
+            if here.entries > 0 {
+                debug_assert!(
+                    s < self.segments.len(),
+                    "entries in flight outside any segment"
+                );
+                if let Some(seg) = self.segments.get_mut(s) {
+                    seg.live.sub(here);
                 }
-                done = done.plus(one);
+                done = done.plus(here);
             }
         }
         self.in_flight.sub(done);
@@ -135,13 +144,15 @@ impl DiskBuffer {
         Ok(())
     }
 
-    /// Drops from the front of the ledger what is settled.
+    /// Drops from the front of the ledger what is settled: one lookup per settled range.
     fn forget_settled_ledger(&mut self) {
         while let Some(&(seq, _)) = self.ledger.front() {
-            if !self.settled.contains(seq) {
+            let Some(end) = self.settled.end_of_range_with(seq) else {
                 break;
+            };
+            while self.ledger.front().is_some_and(|&(s, _)| s < end) {
+                self.ledger.pop_front();
             }
-            self.ledger.pop_front();
         }
     }
 

@@ -131,6 +131,7 @@ impl DiskBuffer {
             end: first,
             written: HEADER_LEN as u64,
             live: Tally::default(),
+            verify: false,
         });
         self.disk += HEADER_LEN as u64;
         self.unsynced.dir = true;
@@ -214,6 +215,7 @@ impl DiskBuffer {
             end: self.next_seq,
             written: HEADER_LEN as u64,
             live: moved,
+            verify: false,
         });
         // The old segment keeps its entries in flight until they settle.
         self.drop_settled_segments();

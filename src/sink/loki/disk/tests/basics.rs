@@ -394,3 +394,19 @@ fn fsync_follows_the_policy() {
         );
     }
 }
+
+#[test]
+fn the_buffer_can_move_to_another_thread() {
+    fn send<T: Send>() {}
+    send::<DiskBuffer>();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut buf, _) = open(dir.path());
+    append(&mut buf, 0..3);
+    let mut buf = std::thread::spawn(move || {
+        buf.commit().unwrap();
+        buf
+    })
+    .join()
+    .unwrap();
+    assert_eq!(numbers(&drain(&mut buf)), [0, 1, 2]);
+}
