@@ -17,12 +17,13 @@
 //! - **Segments** `dir/<first seq, 20 digits>.seg`: a 24-byte header (the magic
 //!   `SWBUFSEG`, the version byte `1`, three zero bytes, the first record's sequence number
 //!   as a u64, the CRC-32 of those 20 bytes), then records: `u32 length | u32 CRC-32 of the
-//!   body | body`. The body is the entry's timestamp (`i64` seconds and `u32` nanoseconds
-//!   since the Unix epoch), its stream (`u32` length, then the label set's text) and its
-//!   payload (the rest: the encoded entry, opaque here). A record's sequence number is its
-//!   segment's first plus its index in the segment. A segment is closed at about
-//!   `segment_bytes` (by default an eighth of the cap, between 16 KiB and 8 MiB) and
-//!   removed once every entry in it is settled.
+//!   body | body`. The body is the entry's sequence number (`u64`), its timestamp (`i64`
+//!   seconds and `u32` nanoseconds since the Unix epoch), its stream (`u32` length, then the
+//!   label set's text) and its payload (the rest: the encoded entry, opaque here): 32 bytes
+//!   of framing per entry. Numbers increase through a segment and from one segment to the
+//!   next (gaps are numbers settled or lost). A segment is closed at about `segment_bytes`
+//!   (by default an eighth of the cap, between 16 KiB and 8 MiB) and removed once every
+//!   entry in it is settled.
 //! - **The settlement log** `dir/acks`: a line `SWACKS 1`, then one line per settled range,
 //!   `start end crc` (decimal, end exclusive, `crc` the CRC-32 in 8 hex digits of the text
 //!   `start end`), written with one `write(2)` as each settlement arrives. Past a size

@@ -205,6 +205,15 @@ impl DiskBuffer {
         if restart {
             self.disk -= segment.written;
             segment.written = HEADER_LEN as u64;
+            // A reader waiting at its start holds the old file.
+            if self
+                .cursor
+                .at
+                .as_ref()
+                .is_some_and(|at| at.segment == first)
+            {
+                self.cursor.at = None;
+            }
             return;
         }
         let moved = self.unwritten;

@@ -379,3 +379,24 @@ fn a_fault_at_every_step_never_panics_and_never_loses_count() {
         );
     }
 }
+
+#[test]
+fn an_active_segment_removed_before_anything_was_written_to_it_starts_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut buf, _) = open(dir.path());
+    // Append until a new segment opens: its first entry is only in memory.
+    let mut n = 0;
+    while segments(dir.path()).len() < 2 {
+        append(&mut buf, n..n + 1);
+        n += 1;
+    }
+    // Everything written is handed out: the reader waits at the new segment.
+    assert_eq!(numbers(&drain(&mut buf)), (0..n - 1).collect::<Vec<_>>());
+    std::fs::remove_file(segments(dir.path()).pop().unwrap()).unwrap();
+    buf.commit().unwrap();
+    assert_eq!(buf.take_lost(), 0, "nothing of it was written");
+    assert_eq!(numbers(&drain(&mut buf)), [n - 1]);
+    drop(buf);
+    let (mut buf, _) = open(dir.path());
+    assert_eq!(numbers(&drain(&mut buf)), (0..n).collect::<Vec<_>>());
+}
