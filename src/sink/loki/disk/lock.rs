@@ -3,7 +3,7 @@
 //! file names the holder, for the error a second opener gets.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -11,6 +11,12 @@ use super::error::OpenError;
 
 /// The lock file's name in the buffer's directory.
 pub(super) const LOCK: &str = "lock";
+
+/// How long (in milliseconds, one retry after each) a lock whose holder is this very
+/// process is waited for: a child process being spawned holds a copy of every descriptor
+/// until it execs, so a lock just released here can stay held for that moment. 127 ms in
+/// all; a lock held by another process is reported at once.
+const OWN_PID_RETRIES_MS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
 
 /// The held lock; released when dropped.
 #[derive(Debug)]
@@ -20,8 +26,9 @@ pub(super) struct DirLock {
 }
 
 impl DirLock {
-    /// Takes the lock on `dir` without waiting, and writes this process's pid, host name
-    /// and start time into it (over a stale holder's text).
+    /// Takes the lock on `dir` (without waiting, unless its holder is this process: see
+    /// [`OWN_PID_RETRIES_MS`]), and writes this process's pid, host name and start time into
+    /// it (over a stale holder's text).
     pub(super) fn acquire(dir: &Path) -> Result<DirLock, OpenError> {
         let path = dir.join(LOCK);
         let mut file = OpenOptions::new()
@@ -31,19 +38,35 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(OpenError::io("open", &path))?;
-        // `File::try_lock` is Rust 1.89 (the crate says 1.82): no other safe, portable
-        // flock exists, and the lock must die with its holder, as flock's does.
-        #[allow(clippy::incompatible_msrv)]
-        let locked = file.try_lock();
-        match locked {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(OpenError::Locked {
-                    dir: dir.to_owned(),
-                    holder: holder_of(&mut file),
-                });
+        let mut retries = OWN_PID_RETRIES_MS.iter();
+        loop {
+            // `File::try_lock` is Rust 1.89 (the crate says 1.82): no other safe, portable
+            // flock exists, and the lock must die with its holder, as flock's does.
+            #[allow(clippy::incompatible_msrv)]
+            let locked = file.try_lock();
+            match locked {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let holder = holder_of(&path);
+                    let ours = holder.starts_with(&format!("pid {} ", std::process::id()));
+                    match retries.next() {
+                        Some(&ms) if ours => backoff(ms),
+                        _ => {
+                            return Err(OpenError::Locked {
+                                dir: dir.to_owned(),
+                                holder: if ours {
+                                    format!("{holder} (this process: another sink in it)")
+                                } else {
+                                    holder
+                                },
+                            })
+                        }
+                    }
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(OpenError::io("lock", &path)(e));
+                }
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(OpenError::io("lock", &path)(e)),
         }
         file.set_len(0)
             .and_then(|()| file.write_all(holder_text().as_bytes()))
@@ -66,11 +89,17 @@ impl DirLock {
     }
 }
 
+// A retry backoff, not synchronisation with this crate's own code: the other side is a
+// child process between its fork and its exec.
+#[allow(clippy::disallowed_methods)]
+fn backoff(ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+}
+
 /// Who holds the lock, as the holder wrote it.
-fn holder_of(file: &mut File) -> String {
-    let mut text = String::new();
-    match file.read_to_string(&mut text) {
-        Ok(_) if !text.trim().is_empty() => text.trim().to_owned(),
+fn holder_of(path: &Path) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
         // Taken a moment ago and not written yet, or unreadable.
         _ => "another process (or another sink in this one), which has not written its name"
             .to_owned(),
@@ -112,6 +141,19 @@ mod tests {
         );
         assert!(text.contains(&dir.path().display().to_string()), "{text}");
         drop(held);
+        DirLock::acquire(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_lock_this_process_still_holds_through_a_copy_is_reported_as_this_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DirLock::acquire(dir.path()).unwrap();
+        // What a child being spawned holds: the same open file, so the same lock.
+        let copy = held.file.try_clone().unwrap();
+        drop(held);
+        let err = DirLock::acquire(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("this process"), "{err}");
+        drop(copy);
         DirLock::acquire(dir.path()).unwrap();
     }
 

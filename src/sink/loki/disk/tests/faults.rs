@@ -400,3 +400,51 @@ fn an_active_segment_removed_before_anything_was_written_to_it_starts_again() {
     let (mut buf, _) = open(dir.path());
     assert_eq!(numbers(&drain(&mut buf)), (0..n).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_directory_that_is_a_file_is_an_open_error() {
+    let parent = tempfile::tempdir().unwrap();
+    let file = parent.path().join("not-a-dir");
+    std::fs::write(&file, b"").unwrap();
+    let Err(err) = DiskBuffer::open(opts(&file)) else {
+        panic!("opened a file as a directory");
+    };
+    assert!(
+        matches!(err, OpenError::Io { what: "create", .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("not-a-dir"), "{err}");
+}
+
+/// A child process being spawned holds a copy of every descriptor until it execs, the
+/// lock's too: a lock released here a moment ago can look held by this process.
+#[cfg(unix)]
+#[test]
+fn reopening_while_this_process_spawns_children_is_not_refused() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let spawner = std::thread::spawn(move || {
+        let mut spawned = 0;
+        while !stopping.load(Ordering::Relaxed) {
+            let _ = std::process::Command::new("true").status();
+            spawned += 1;
+        }
+        spawned
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut refused = Vec::new();
+    for _ in 0..300 {
+        match DiskBuffer::open(opts(dir.path())) {
+            Ok((buf, _)) => drop(buf),
+            Err(e) => refused.push(e.to_string()),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(spawner.join().unwrap() > 0);
+    assert!(
+        refused.is_empty(),
+        "{} refused: {:?}",
+        refused.len(),
+        refused.first()
+    );
+}
