@@ -3,6 +3,11 @@
 //! printing what it committed and settled, and is killed with SIGKILL mid-stream. The
 //! parent reopens the directory: every committed, unsettled entry comes back once, in
 //! order, whole; no settled one comes back.
+//!
+//! The kills land while the child writes megabytes (some entries are 512 KiB). Whether one
+//! lands inside a `write(2)` and tears a record is up to the kernel: here a 512 KiB write
+//! into the page cache was never seen torn (large folios make it all or nothing), so the
+//! tear itself is covered by the proptest in `torn.rs`, and this test prints what it cut.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, Read as _, Write as _};
@@ -19,15 +24,21 @@ const CHILD_DIR: &str = "SINKWATCH_DISK_KILL_CHILD_DIR";
 /// The child's name, a filter unique in the binary (the module path is not part of it, so
 /// it holds wherever the module moves).
 const CHILD_TEST: &str = "disk_buffer_sigkill_child";
-/// Appends the child makes at most if it is never killed (the parent failed).
-const CHILD_MAX_ENTRIES: u64 = 200_000;
+/// Appends the child makes at most if it is never killed (the parent failed): about 50 MiB.
+const CHILD_MAX_ENTRIES: u64 = 6_000;
+
+/// True for the entries of 512 KiB: runs of 16 in every 1,000, so some rounds write megabytes,
+/// long `write(2)`s for a kill to land in.
+fn big(seq: u64) -> bool {
+    seq % 1000 >= 984
+}
 
 /// Entry `seq`'s stream and payload: derived from the number, so the parent can check
-/// every byte it gets back. Every 97th is 64 KiB, for long writes a kill can land in.
+/// every byte it gets back.
 fn content(seq: u64) -> (String, Vec<u8>) {
     let stream = format!("{{app=\"kill\", n=\"{}\"}}", seq % 5);
-    let len = if seq % 97 == 0 {
-        64 * 1024
+    let len = if big(seq) {
+        512 * 1024
     } else {
         40 + (seq % 300) as usize
     };
@@ -78,7 +89,13 @@ fn disk_buffer_sigkill_child() {
     let mut round = 0u64;
     while seq < CHILD_MAX_ENTRIES {
         round += 1;
-        for _ in 0..=round % 40 {
+        let n = 1 + round % 40;
+        if (seq..seq + n).any(big) {
+            // MiBs to write (each big entry fills a segment, and is written as the next one
+            // is appended): the parent kills the child somewhere in there.
+            say(format_args!("@long {}", seq + n));
+        }
+        for _ in 0..n {
             let (stream, payload) = content(seq);
             assert_eq!(
                 buf.append(stream.as_bytes(), i128::from(seq), &payload)
@@ -146,10 +163,24 @@ fn parse(lines: &[String]) -> Said {
     said
 }
 
-/// Runs the child in `dir`, kills it once it has said `lines` lines, and returns all it
-/// said.
+/// The bytes of the segments in `dir` (files removed meanwhile count as empty).
+fn segment_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Runs the child in `dir` and kills it once, after it announced its `nth` long round,
+/// its segments have grown by `grown` bytes: while it is writing, at a point unrelated
+/// to what it prints. Returns all it said.
 #[cfg(unix)]
-fn run_and_kill(dir: &Path, lines: usize) -> Vec<String> {
+fn run_and_kill(dir: &Path, nth: usize, grown: u64) -> Vec<String> {
     use std::os::unix::process::ExitStatusExt as _;
     let exe = std::env::current_exe().unwrap();
     let mut child = KillOnDrop(
@@ -168,19 +199,32 @@ fn run_and_kill(dir: &Path, lines: usize) -> Vec<String> {
         let mut all = Vec::new();
         for line in std::io::BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if line.starts_with('@') {
+            if line.starts_with("@long") {
                 let _ = tx.send(());
+            }
+            if line.starts_with('@') {
                 all.push(line);
             }
         }
         all
     });
-    for _ in 0..lines {
+    for _ in 0..nth {
         // A bound on a wait for another process, not a sleep: it fails the test if the
         // child never gets going.
         rx.recv_timeout(Duration::from_secs(120))
             .expect("the child stopped talking");
     }
+    // Polled, not slept on: the child is writing MiBs, and each look is a directory read.
+    let start = segment_bytes(dir);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while segment_bytes(dir) < start + grown {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child stopped writing"
+        );
+        std::thread::yield_now();
+    }
+    // `Child::kill` sends SIGKILL: the child dies wherever it is, inside a write(2) or not.
     child.0.kill().unwrap();
     let status = child.0.wait().unwrap();
     assert_eq!(
@@ -195,10 +239,10 @@ fn run_and_kill(dir: &Path, lines: usize) -> Vec<String> {
 #[cfg(unix)]
 #[test]
 fn a_kill_9_never_brings_back_a_settled_entry_nor_loses_a_committed_one() {
-    // Kill points in lines of output: early, mid-stream, later.
-    for lines in [40, 333, 1200] {
+    // Kill points: 1, 3 and 5 MiB into the first, second and fourth long round.
+    for (nth, mib) in [(1, 1), (2, 3), (4, 5)] {
         let dir = tempfile::tempdir().unwrap();
-        let said = parse(&run_and_kill(dir.path(), lines));
+        let said = parse(&run_and_kill(dir.path(), nth, mib << 20));
         assert!(said.committed > 0 && !said.settled.is_empty(), "{said:?}");
 
         let (mut buf, rec) = DiskBuffer::open(child_opts(dir.path())).unwrap();
@@ -230,7 +274,7 @@ fn a_kill_9_never_brings_back_a_settled_entry_nor_loses_a_committed_one() {
         );
         // Shown with --nocapture: how far the child got, and what the kill tore.
         eprintln!(
-            "kill after {lines} lines: {} committed, {} settled, {} handed out again, torn: {:?}",
+            "kill {mib} MiB into long round {nth}: {} committed, {} settled, {} handed out again, torn: {:?}",
             said.committed,
             said.settled.len(),
             got.len(),
