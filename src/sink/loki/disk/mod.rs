@@ -72,8 +72,8 @@ mod tests;
 mod write;
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs::File;
+use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -82,8 +82,7 @@ pub(crate) use error::{AppendError, OpenError};
 pub(crate) use fault::{FaultHook, Op};
 
 use acks::Acks;
-use fault::check;
-use format::{segment_name, Frame, HEADER_LEN, MAX_BODY};
+use format::Frame;
 use lock::DirLock;
 use ranges::RangeSet;
 use reader::Reader;
@@ -312,91 +311,6 @@ pub(crate) struct DiskBuffer {
 }
 
 impl DiskBuffer {
-    /// Opens (creating if needed) the buffer in `opts.dir`: takes the directory's lock,
-    /// reads every segment once (in large chunks), cuts torn tails, and rewrites the
-    /// settlement log. What is unsettled is handed out first by `next_batch`.
-    ///
-    /// # Errors
-    ///
-    /// [`OpenError::Locked`] when another buffer holds the directory, naming it;
-    /// [`OpenError::Version`] for files of another format version (nothing is changed);
-    /// [`OpenError::Io`] when the directory cannot be created, read or written.
-    pub(crate) fn open(opts: Options) -> Result<(DiskBuffer, Recovered), OpenError> {
-        let dir = opts.dir;
-        std::fs::create_dir_all(&dir).map_err(OpenError::io("create", &dir))?;
-        let lock = DirLock::acquire(&dir)?;
-        let files = recover::list(&dir)?;
-        recover::check_versions(&files)?;
-        let (acks, loaded) = Acks::open(&dir, opts.faults.clone())?;
-        let mut settled = loaded.settled;
-        let mut recovered = Recovered {
-            lost_settlements: loaded.damaged,
-            ..Recovered::default()
-        };
-        if loaded.cut > 0 {
-            recovered.repaired.push(Repaired {
-                path: acks.path().to_owned(),
-                bytes_cut: loaded.cut,
-            });
-        }
-        let segments = recover::recover(&files, &mut settled, &mut recovered)?;
-        // Past every settled number too: after a power loss the log may be ahead of the data.
-        let next_seq = segments.back().map_or(0, |s| s.end).max(settled.max_end());
-        let live = Tally {
-            entries: recovered.entries,
-            bytes: recovered.bytes,
-        };
-        let disk = segments.iter().map(|s| s.written).sum();
-        let segment_bytes = opts.segment_bytes.unwrap_or(opts.max_bytes / 8);
-        let mut buffer = DiskBuffer {
-            max_bytes: opts.max_bytes,
-            segment_bytes: segment_bytes.clamp(SEGMENT_BYTES.0, SEGMENT_BYTES.1),
-            compact_at: (opts.max_bytes / 64).clamp(COMPACT_AT.0, COMPACT_AT.1),
-            fsync: opts.fsync,
-            faults: opts.faults,
-            lock,
-            acks,
-            cursor: Cursor {
-                seq: segments.front().map_or(next_seq, |s| s.first),
-                at: None,
-            },
-            segments,
-            active: None,
-            next_seq,
-            settled,
-            ledger: VecDeque::new(),
-            live,
-            in_flight: Tally::default(),
-            unwritten: Tally::default(),
-            disk,
-            doomed: Vec::new(),
-            unacked: Vec::new(),
-            lost: 0,
-            deferred: None,
-            unsynced: Unsynced {
-                last: Instant::now(),
-                active: false,
-                sealed: Vec::new(),
-                dir: false,
-            },
-            broken: None,
-            scratch: Vec::new(),
-            dir,
-        };
-        if let Some(bytes) = opts.segment_bytes {
-            // An explicit size is taken as given, within what a header and a record need.
-            buffer.segment_bytes = bytes.max(HEADER_LEN as u64 + 1);
-        }
-        buffer.drop_settled_segments();
-        buffer
-            .compact()
-            .map_err(OpenError::io("rewrite", buffer.acks.path()))?;
-        if let Some(e) = buffer.deferred.take() {
-            return Err(OpenError::io("clean up", &buffer.dir)(e));
-        }
-        Ok((buffer, recovered))
-    }
-
     /// The buffer's directory.
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
@@ -497,57 +411,6 @@ fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-}
-
-/// `write_all` that says how far it got, and lets the fault hook shorten or fail it.
-fn write_all(
-    file: &mut File,
-    buf: &[u8],
-    path: &Path,
-    faults: Option<&FaultHook>,
-) -> (usize, io::Result<()>) {
-    let allowed = match check(faults, Op::Write { len: buf.len() }, path) {
-        Ok(n) => n,
-        Err(e) => return (0, Err(e)),
-    };
-    let mut written = 0;
-    while written < allowed {
-        match file.write(&buf[written..allowed]) {
-            Ok(0) => break,
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return (written, Err(e)),
-        }
-    }
-    if written < buf.len() {
-        let e = io::Error::new(io::ErrorKind::WriteZero, "the disk accepted no more bytes");
-        return (written, Err(e));
-    }
-    (written, Ok(()))
-}
-
-/// Creates the segment file for `first` in `dir` and writes its header.
-fn create_segment(
-    dir: &Path,
-    first: Seq,
-    faults: Option<&FaultHook>,
-) -> io::Result<(File, PathBuf)> {
-    let path = dir.join(segment_name(first));
-    check(faults, Op::Create, &path)?;
-    let mut file = OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .open(&path)?;
-    if let (_, Err(e)) = write_all(&mut file, &format::header(first), &path, faults) {
-        let _ = std::fs::remove_file(&path);
-        return Err(e);
-    }
-    Ok((file, path))
-}
-
-/// True when the longest body the cap allows is exceeded.
-fn too_large(len: usize, max_bytes: u64) -> bool {
-    len - format::FRAME_LEN > MAX_BODY || (len + HEADER_LEN) as u64 > max_bytes
 }
 
 /// Walks the records of a buffer of whole records.

@@ -11,11 +11,104 @@ use std::io::{self, Read as _};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use super::error::OpenError;
+use std::time::Instant;
+
+use super::acks::Acks;
 use super::format::{self, Header, HEADER_LEN};
+use super::lock::DirLock;
 use super::ranges::RangeSet;
 use super::reader::{Reader, Step};
-use super::{Recovered, Repaired, Segment, Tally};
+use super::{
+    Cursor, DiskBuffer, OpenError, Options, Recovered, Repaired, Segment, Tally, Unsynced,
+    COMPACT_AT, SEGMENT_BYTES,
+};
+
+impl DiskBuffer {
+    /// Opens (creating if needed) the buffer in `opts.dir`: takes the directory's lock,
+    /// reads every segment once (in large chunks), cuts torn tails, and rewrites the
+    /// settlement log. What is unsettled is handed out first by `next_batch`.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::Locked`] when another buffer holds the directory, naming it;
+    /// [`OpenError::Version`] for files of another format version (nothing is changed);
+    /// [`OpenError::Io`] when the directory cannot be created, read or written.
+    pub(crate) fn open(opts: Options) -> Result<(DiskBuffer, Recovered), OpenError> {
+        let dir = opts.dir;
+        std::fs::create_dir_all(&dir).map_err(OpenError::io("create", &dir))?;
+        let lock = DirLock::acquire(&dir)?;
+        let files = list(&dir)?;
+        check_versions(&files)?;
+        let (acks, loaded) = Acks::open(&dir, opts.faults.clone())?;
+        let mut settled = loaded.settled;
+        let mut recovered = Recovered {
+            lost_settlements: loaded.damaged,
+            ..Recovered::default()
+        };
+        if loaded.cut > 0 {
+            recovered.repaired.push(Repaired {
+                path: acks.path().to_owned(),
+                bytes_cut: loaded.cut,
+            });
+        }
+        let segments = recover(&files, &mut settled, &mut recovered)?;
+        // Past every settled number too: after a power loss the log may be ahead of the data.
+        let next_seq = segments.back().map_or(0, |s| s.end).max(settled.max_end());
+        let live = Tally {
+            entries: recovered.entries,
+            bytes: recovered.bytes,
+        };
+        let disk = segments.iter().map(|s| s.written).sum();
+        let segment_bytes = opts.segment_bytes.unwrap_or(opts.max_bytes / 8);
+        let mut buffer = DiskBuffer {
+            max_bytes: opts.max_bytes,
+            segment_bytes: segment_bytes.clamp(SEGMENT_BYTES.0, SEGMENT_BYTES.1),
+            compact_at: (opts.max_bytes / 64).clamp(COMPACT_AT.0, COMPACT_AT.1),
+            fsync: opts.fsync,
+            faults: opts.faults,
+            lock,
+            acks,
+            cursor: Cursor {
+                seq: segments.front().map_or(next_seq, |s| s.first),
+                at: None,
+            },
+            segments,
+            active: None,
+            next_seq,
+            settled,
+            ledger: VecDeque::new(),
+            live,
+            in_flight: Tally::default(),
+            unwritten: Tally::default(),
+            disk,
+            doomed: Vec::new(),
+            unacked: Vec::new(),
+            lost: 0,
+            deferred: None,
+            unsynced: Unsynced {
+                last: Instant::now(),
+                active: false,
+                sealed: Vec::new(),
+                dir: false,
+            },
+            broken: None,
+            scratch: Vec::new(),
+            dir,
+        };
+        if let Some(bytes) = opts.segment_bytes {
+            // An explicit size is taken as given, within what a header and a record need.
+            buffer.segment_bytes = bytes.max(HEADER_LEN as u64 + 1);
+        }
+        buffer.drop_settled_segments();
+        buffer
+            .compact()
+            .map_err(OpenError::io("rewrite", buffer.acks.path()))?;
+        if let Some(e) = buffer.deferred.take() {
+            return Err(OpenError::io("clean up", &buffer.dir)(e));
+        }
+        Ok((buffer, recovered))
+    }
+}
 
 /// The segment files in `dir`, by first sequence number. Other files (and anything that
 /// is not a regular file) are left alone.

@@ -1,14 +1,16 @@
 //! The writing side: appends into a buffer, one `write(2)` per commit, segments rolled
 //! at their size, syncs as the policy says.
 
-use std::io;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::fault::{check, Op};
-use super::format::{self, HEADER_LEN};
+use super::fault::check;
+use super::format::{self, segment_name, HEADER_LEN, MAX_BODY};
 use super::{
-    create_segment, records, too_large, write_all, Active, AppendError, Broken, DiskBuffer,
-    EntryView, Fsync, Segment, Seq, Tally,
+    records, Active, AppendError, Broken, DiskBuffer, EntryView, FaultHook, Fsync, Op, Segment,
+    Seq, Tally,
 };
 
 impl DiskBuffer {
@@ -274,4 +276,55 @@ fn is_deleted(file: &std::fs::File) -> bool {
 #[cfg(not(unix))]
 fn is_deleted(_file: &std::fs::File) -> bool {
     false
+}
+
+/// `write_all` that says how far it got, and lets the fault hook shorten or fail it.
+pub(super) fn write_all(
+    file: &mut File,
+    buf: &[u8],
+    path: &Path,
+    faults: Option<&FaultHook>,
+) -> (usize, io::Result<()>) {
+    let allowed = match check(faults, Op::Write { len: buf.len() }, path) {
+        Ok(n) => n,
+        Err(e) => return (0, Err(e)),
+    };
+    let mut written = 0;
+    while written < allowed {
+        match file.write(&buf[written..allowed]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (written, Err(e)),
+        }
+    }
+    if written < buf.len() {
+        let e = io::Error::new(io::ErrorKind::WriteZero, "the disk accepted no more bytes");
+        return (written, Err(e));
+    }
+    (written, Ok(()))
+}
+
+/// Creates the segment file for `first` in `dir` and writes its header.
+fn create_segment(
+    dir: &Path,
+    first: Seq,
+    faults: Option<&FaultHook>,
+) -> io::Result<(File, PathBuf)> {
+    let path = dir.join(segment_name(first));
+    check(faults, Op::Create, &path)?;
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)?;
+    if let (_, Err(e)) = write_all(&mut file, &format::header(first), &path, faults) {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok((file, path))
+}
+
+/// True when the longest body the cap allows is exceeded.
+fn too_large(len: usize, max_bytes: u64) -> bool {
+    len - format::FRAME_LEN > MAX_BODY || (len + HEADER_LEN) as u64 > max_bytes
 }
