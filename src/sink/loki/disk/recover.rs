@@ -10,7 +10,6 @@ use std::fs::File;
 use std::io::{self, Read as _};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-
 use std::time::Instant;
 
 use super::acks::Acks;
