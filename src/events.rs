@@ -173,6 +173,9 @@ macro_rules! schema {
 
             #[allow(clippy::too_many_arguments, dead_code)]
             pub(crate) fn $event(sink: &SinkId $(, $field: schema!(@arg $fty))*) {
+                // Before the macro, whose filter check may skip what follows it.
+                #[cfg(feature = "metrics")]
+                crate::metrics::on::$event(sink, ($($field,)*));
                 tracing::event!(
                     name: $event::NAME,
                     target: TARGET,

@@ -55,6 +55,7 @@
 //! - [`guide::receiver`] (feature `testing`): the Loki-compatible receiver.
 //! - [`guide::file_sink`] (feature `file`) and [`guide::loki_sink`] (feature `loki`).
 //! - [`guide::operations`]: every setting, failure modes, dashboards.
+//! - [`guide::metrics`] (feature `metrics`): every metric, Prometheus, alerts.
 //! - [`guide::migrating`] (all three features): from tracing-appender, tracing-loki and tracing-test.
 //! - [`guide::design`] and [`guide::events`] (the event catalogue).
 //!
@@ -63,6 +64,8 @@
 //! - `file` (default): the rotating file sink ([`FileSink`]).
 //! - `loki` (default): the Loki push sink ([`LokiSink`]).
 //! - `testing`: the event waiter and the Loki-compatible receiver, for tests.
+//! - `metrics`: the sinks' health through the `metrics` facade, for any recorder
+//!   ([`metrics`], [`guide::metrics`]).
 //!
 //! # Supported Rust
 //!
@@ -83,6 +86,10 @@ pub mod error;
 pub mod events;
 mod guard;
 mod layer;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 mod overflow;
 mod pipe;
 pub mod record;
@@ -136,6 +143,10 @@ pub mod guide {
 
     #[doc = include_str!("../docs/operations.md")]
     pub mod operations {}
+
+    #[cfg(feature = "metrics")]
+    #[doc = include_str!("../docs/metrics.md")]
+    pub mod metrics {}
 
     #[cfg(all(feature = "file", feature = "loki", feature = "testing"))]
     #[doc = include_str!("../docs/migrating.md")]
