@@ -54,7 +54,10 @@ pub(crate) use off::*;
 
 /// A snapshot of a pipe taken under its lock, published after the lock is released.
 #[derive(Debug, Clone, Copy, Default)]
-#[cfg_attr(not(feature = "metrics"), allow(dead_code, reason = "read only with the feature"))]
+#[cfg_attr(
+    not(feature = "metrics"),
+    allow(dead_code, reason = "read only with the feature")
+)]
 pub(crate) struct Seen {
     /// Records accepted so far.
     pub(crate) accepted: u64,

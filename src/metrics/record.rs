@@ -220,4 +220,51 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), schema::ALL.len());
     }
+
+    /// The rows of `docs/metrics.md`'s tables: (name, type, labels, unit, the rest).
+    fn documented() -> Vec<Vec<String>> {
+        include_str!("../../docs/metrics.md")
+            .lines()
+            .filter(|l| l.starts_with("| `sinkwatch_"))
+            .map(|l| {
+                l.trim_matches('|')
+                    .split(" | ")
+                    .map(|c| c.trim().to_owned())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_docs_list_every_metric_with_its_type_labels_and_unit() {
+        let rows = documented();
+        for m in schema::ALL {
+            let row = rows
+                .iter()
+                .find(|r| r[0] == format!("`{}`", m.name))
+                .unwrap_or_else(|| panic!("{} is missing from docs/metrics.md", m.name));
+            let kind = format!("{:?}", m.kind).to_lowercase();
+            let mut labels = vec![format!("`{}`", schema::SINK)];
+            labels.extend(m.labels.iter().map(|l| format!("`{l}`")));
+            assert_eq!(row[1], kind, "{}", m.name);
+            assert_eq!(row[2], labels.join(", "), "{}", m.name);
+            assert_eq!(row[3], m.unit, "{}", m.name);
+        }
+        let reserved = [
+            schema::BUFFER_BYTES,
+            schema::BUFFER_MAX_BYTES,
+            schema::BUFFER_REPLAYED_RECORDS,
+            schema::BUFFER_REPLAYED_BYTES,
+        ];
+        for row in &rows {
+            let name = row[0].trim_matches('`');
+            let known = schema::ALL.iter().any(|m| m.name == name);
+            let is_reserved = reserved.contains(&name) && row[4].starts_with("with `disk_buffer`");
+            assert!(
+                known || is_reserved,
+                "docs/metrics.md lists {name}, which is not recorded"
+            );
+        }
+        assert_eq!(rows.len(), schema::ALL.len() + reserved.len());
+    }
 }
