@@ -82,6 +82,8 @@ cat > "$work/prometheus.yml" <<EOF
 global:
   scrape_interval: 1s
   evaluation_interval: 1s
+rule_files:
+  - "$(pwd)/docs/prometheus-alerts.yml"
 scrape_configs:
   - job_name: sinkwatch
     static_configs:
@@ -94,6 +96,12 @@ prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/data"
 pids+=($!)
 api="http://127.0.0.1:${prom_port}/api/v1"
 wait_until "Prometheus to be ready" 60 curl -sf "http://127.0.0.1:${prom_port}/-/ready" -o /dev/null
+# Its target discovery hands targets over only every few seconds: wait until it scrapes
+# (the example's port is still closed: health "down"), so it watches the whole scenario.
+has_target() {
+    curl -sf "$api/targets" | jq -e '.data.activeTargets[] | select(.lastScrape != "0001-01-01T00:00:00Z")' >/dev/null
+}
+wait_until "Prometheus to pick up its target" 60 has_target
 
 say "running the example"
 "$example" --listen "127.0.0.1:${exporter_port}" --serve-for 120 > "$work/example.out" 2>&1 &
@@ -169,6 +177,23 @@ expect_positive "sinkwatch_push_bytes_total{sink=\"$loki_sink\"}"
 expect_positive "max_over_time(sinkwatch_queue_records{sink=\"$loki_sink\"}[5m])"
 expect_positive "histogram_quantile(0.99, sum by (le) (rate(sinkwatch_push_duration_seconds_bucket{sink=\"$loki_sink\"}[5m])))"
 expect_positive "sum(increase(sinkwatch_records_accepted_total[5m]))"
+
+say "the example alert rules, evaluated by this Prometheus"
+expect_positive "count(ALERTS{alertname=\"SinkwatchRecordsDropped\",alertstate=\"firing\",sink=\"$loki_sink\"})"
+expect_positive "count(ALERTS{alertname=\"SinkwatchPushRetrying\",sink=\"$loki_sink\"})"
+expect "no drop alert for the file sink" "count(ALERTS{alertname=\"SinkwatchRecordsDropped\",sink=\"$file_sink\"}) or vector(0)" 0
+
+say "every query of docs/prometheus-dashboard.json runs (Grafana's variables filled in)"
+while IFS= read -r expr; do
+    promql="${expr//\$__rate_interval/1m}"
+    promql="${promql//\$__range/5m}"
+    promql="${promql//\$sink/.*}"
+    answer="$(curl -s -G "$api/query" --data-urlencode "query=$promql")"
+    [[ "$(jq -r .status <<<"$answer")" == success ]] \
+        || fail "dashboard query does not run: $promql: $(jq -r .error <<<"$answer")"
+    checks=$((checks + 1))
+done < <(jq -r '.panels[] | .targets[]? | .expr' docs/prometheus-dashboard.json)
+printf '  ok  %s queries\n' "$(jq '[.panels[] | .targets[]?] | length' docs/prometheus-dashboard.json)"
 
 say "promtool check metrics on a scrape"
 curl -sf "http://127.0.0.1:${exporter_port}/metrics" > "$work/scrape.txt"
