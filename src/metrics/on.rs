@@ -6,8 +6,6 @@
 //! Every event has a function, so a new event does not compile until someone has decided
 //! whether it moves a metric (most do not: add its name to `unmeasured!`).
 
-use metrics::SharedString;
-
 use super::record::count;
 use super::schema;
 use crate::SinkId;
@@ -49,7 +47,7 @@ pub(crate) fn records_dropped(sink: &SinkId, (n, reason): (u64, &str)) {
         count(
             schema::RECORDS_DROPPED,
             sink,
-            Some((schema::REASON, label(reason))),
+            Some((schema::REASON, reason)),
             n,
         );
     }
@@ -57,12 +55,7 @@ pub(crate) fn records_dropped(sink: &SinkId, (n, reason): (u64, &str)) {
 
 /// `sinkwatch_rotations_total{reason}`.
 pub(crate) fn rotation_complete(sink: &SinkId, (reason, ..): (&str, &str, &str, u64)) {
-    count(
-        schema::ROTATIONS,
-        sink,
-        Some((schema::REASON, label(reason))),
-        1,
-    );
+    count(schema::ROTATIONS, sink, Some((schema::REASON, reason)), 1);
 }
 
 /// `sinkwatch_compressions_total`.
@@ -88,9 +81,4 @@ pub(crate) fn push_complete(
 /// `sinkwatch_push_retries_total`.
 pub(crate) fn push_retry<T>(sink: &SinkId, _: T) {
     count(schema::PUSH_RETRIES, sink, None, 1);
-}
-
-/// A label value from a reason (one of the crate's constants: few values).
-fn label(reason: &str) -> SharedString {
-    SharedString::from_owned(reason.to_owned())
 }
