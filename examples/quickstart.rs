@@ -187,7 +187,7 @@ fn handle_request(request_id: u64, n: u64) -> u64 {
         duration_ms = 3.5 + f64::from(u32::try_from(n % 7).unwrap_or(0)),
         "request handled"
     );
-    if n % 25 == 0 {
+    if n.is_multiple_of(25) {
         tracing::warn!(target: SERVICE, request_id, retries = n % 3, "upstream slow");
         emitted += 1;
     }

@@ -244,6 +244,7 @@ pub(crate) async fn wait_until(
 
 /// [`wait_on`] for synchronous code: waits on `cv`, whose mutex `guard` holds, until `check`
 /// (run with the lock held) is [`Ready`](Check::Ready); returns the guard and the result.
+#[inline]
 pub(crate) fn wait_on_blocking<'a, S, T>(
     cv: &Condvar,
     mut guard: MutexGuard<'a, S>,

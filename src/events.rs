@@ -133,6 +133,9 @@ macro_rules! schema {
                 sink: &$crate::SinkId
                 $(, $field: $crate::events::schema!(@arg $fty))*
             ) {
+                // Before the macro, whose filter check may skip what follows it.
+                #[cfg(feature = "metrics")]
+                crate::metrics::on::$event(sink, ($($field,)*));
                 tracing::event!(
                     name: $event::NAME,
                     target: $crate::events::TARGET,

@@ -55,6 +55,7 @@
 //! - [`guide::receiver`] (feature `testing`): the Loki-compatible receiver.
 //! - [`guide::file_sink`] (feature `file`) and [`guide::loki_sink`] (feature `loki`).
 //! - [`guide::operations`]: every setting, failure modes, dashboards.
+//! - [`guide::metrics`] (feature `metrics`): every metric, Prometheus, alerts.
 //! - [`guide::migrating`] (all three features): from tracing-appender, tracing-loki and tracing-test.
 //! - [`guide::design`] and [`guide::events`] (the event catalogue).
 //!
@@ -63,10 +64,12 @@
 //! - `file` (default): the rotating file sink ([`FileSink`]).
 //! - `loki` (default): the Loki push sink ([`LokiSink`]).
 //! - `testing`: the event waiter and the Loki-compatible receiver, for tests.
+//! - `metrics`: the sinks' health through the `metrics` facade, for any recorder
+//!   ([`metrics`], [`guide::metrics`]).
 //!
 //! # Supported Rust
 //!
-//! The minimum supported Rust version is 1.82.
+//! The minimum supported Rust version is 1.89 (the disk buffer's lock is `File::try_lock`).
 
 // Feature badges on docs.rs (nightly rustdoc; `doc_auto_cfg` became part of `doc_cfg` in
 // 2025). Behind `cfg(docsrs)` so stable builds never see the unstable feature.
@@ -87,6 +90,10 @@ pub mod events;
 mod fault;
 mod guard;
 mod layer;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 mod overflow;
 mod pipe;
 mod record;
@@ -139,6 +146,10 @@ pub mod guide {
 
     #[doc = include_str!("../docs/operations.md")]
     pub mod operations {}
+
+    #[cfg(feature = "metrics")]
+    #[doc = include_str!("../docs/metrics.md")]
+    pub mod metrics {}
 
     #[cfg(all(feature = "file", feature = "loki", feature = "testing"))]
     #[doc = include_str!("../docs/migrating.md")]

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::chunk::{Chunk, FlushAck};
 use super::thread::end;
-use super::Shared;
+use super::{seen, Shared};
 use crate::deadline::{self, Check};
 use crate::events::{self, reason};
 use crate::SinkId;
@@ -30,7 +30,11 @@ pub(crate) enum Recv {
 /// `queue_stalled` when a stall has ended. The lock is not held while emitting: a layer
 /// feeding this very sink may take it.
 pub(super) fn report(shared: &Shared) {
-    let reports = shared.lock().take_reports();
+    let (reports, seen) = {
+        let mut st = shared.lock();
+        (st.take_reports(), seen(&st))
+    };
+    shared.metrics.publish(seen);
     for (n, why) in reports.drops {
         if n > 0 {
             events::records_dropped(&shared.id, n, why);
@@ -74,7 +78,12 @@ impl Consumer {
     /// Moves everything queued into `into` (which must be empty); true if anything was.
     pub(crate) fn try_recv(&self, into: &mut Chunk) -> bool {
         debug_assert!(into.is_empty());
-        self.shared.lock().take(into)
+        let (taken, seen) = {
+            let mut st = self.shared.lock();
+            (st.take(into), seen(&st))
+        };
+        self.shared.metrics.publish(seen);
+        taken
     }
 
     /// True once the queue is closed (every handle dropped, or a shutdown asked for).
@@ -87,8 +96,13 @@ impl Consumer {
         if records == 0 && bytes == 0 {
             return;
         }
-        self.shared.lock().release(records, bytes);
+        let seen = {
+            let mut st = self.shared.lock();
+            st.release(records, bytes);
+            seen(&st)
+        };
         self.shared.wake_writers();
+        self.shared.metrics.publish(seen);
     }
 
     /// Emits `records_dropped` for the drops the producers counted since the last call
@@ -101,6 +115,7 @@ impl Consumer {
     pub(crate) fn delivered(&self, n: u64) {
         if n > 0 {
             self.shared.lock().delivered(n);
+            self.shared.metrics.delivered(n);
         }
     }
 

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::deadline::{self, Check};
+use crate::metrics::{Seen, SinkMetrics};
 use crate::{Error, ErrorKind, SinkId};
 
 pub(crate) use chunk::{seal_event, Chunk, Entry, EVENT_HEADER};
@@ -56,7 +57,9 @@ pub(crate) struct Settings {
 
 /// Creates a sink's pipe: the handle side, and the worker side for its worker loop.
 pub(crate) fn open(id: SinkId, settings: Settings) -> (Producer, Consumer) {
+    let limits = settings.limits;
     let shared = Arc::new(Shared {
+        metrics: SinkMetrics::new(&id, limits.max_records, limits.max_bytes),
         id,
         state: Mutex::new(state::State::new(settings.limits)),
         wake_worker: Notify::new(),
@@ -75,6 +78,8 @@ pub(crate) fn open(id: SinkId, settings: Settings) -> (Producer, Consumer) {
 struct Shared {
     id: SinkId,
     state: Mutex<state::State>,
+    /// The pipe's counts as metrics (feature `metrics`; nothing without it).
+    metrics: SinkMetrics,
     /// Something to do for the worker: records, a flush, a close.
     wake_worker: Notify,
     /// The sink was closed (a shutdown or the last handle's drop), or its deadline changed.
@@ -172,6 +177,16 @@ impl Shared {
             }
         }
         done
+    }
+}
+
+/// What the metrics publish, read under the lock (see `crate::metrics`).
+fn seen(st: &state::State) -> Seen {
+    let (records, bytes) = st.used();
+    Seen {
+        accepted: st.stats().accepted,
+        records,
+        bytes,
     }
 }
 

@@ -193,6 +193,7 @@ impl Producer {
                 Ok(())
             }
             Outcome::Refused { report } => {
+                self.shared.metrics.refused();
                 if report {
                     refusals::schedule(&self.shared);
                 }

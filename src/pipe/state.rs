@@ -179,6 +179,12 @@ impl State {
         }
     }
 
+    /// Records and bytes counted against the bound now: queued, or taken by the worker
+    /// and not yet released.
+    pub(crate) fn used(&self) -> (usize, usize) {
+        (self.used_records, self.used_bytes)
+    }
+
     /// The report of a shutdown: final if `completed`, else a snapshot in which what is
     /// still pending counts as undelivered.
     pub(crate) fn shutdown_report(&self, completed: bool) -> ShutdownReport {

@@ -139,11 +139,12 @@ fn abort(shared: &Shared) {
 /// `sink_closed` is emitted, and waiters are woken.
 pub(super) fn end(shared: &Shared, why: &str, failure: Option<&str>) {
     super::consumer::report(shared);
-    let (lost, acks, stats) = {
+    let (lost, acks, stats, seen) = {
         let mut st = shared.lock();
         let (lost, acks) = st.end(why, failure.map(Arc::from));
-        (lost, acks, st.stats())
+        (lost, acks, st.stats(), super::seen(&st))
     };
+    shared.metrics.publish(seen);
     if lost > 0 {
         events::records_dropped(&shared.id, lost, why);
     }

@@ -317,6 +317,7 @@ impl Worker {
             self.ends[complete - 1]
         };
         self.consumer.delivered(complete as u64);
+        crate::metrics::bytes_written(self.consumer.id(), if result.is_ok() { len } else { whole });
         let Err(e) = result else {
             self.size += len as u64;
             return;

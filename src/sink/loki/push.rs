@@ -152,6 +152,7 @@ fn judge(
     retried: &mut bool,
 ) -> Result<(), Duration> {
     let id = p.consumer.id();
+    crate::metrics::push_attempt(id, o.status, started.elapsed());
     let verdict = if o.status == 0 {
         Verdict::Retry
     } else {

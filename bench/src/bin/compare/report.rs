@@ -18,7 +18,7 @@ fn stat(runs: &[Run], f: impl Fn(&Run) -> f64) -> Option<(f64, f64, f64)> {
     let median = if v.len() % 2 == 1 {
         v[v.len() / 2]
     } else {
-        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        f64::midpoint(v[v.len() / 2 - 1], v[v.len() / 2])
     };
     Some((median, v[0], v[v.len() - 1]))
 }

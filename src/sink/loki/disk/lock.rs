@@ -40,9 +40,8 @@ impl DirLock {
             .map_err(OpenError::io("open", &path))?;
         let mut retries = OWN_PID_RETRIES_MS.iter();
         loop {
-            // `File::try_lock` is Rust 1.89 (the crate says 1.82): no other safe, portable
-            // flock exists, and the lock must die with its holder, as flock's does.
-            #[allow(clippy::incompatible_msrv)]
+            // `File::try_lock` (Rust 1.89, the crate's minimum): the lock dies with its
+            // holder, as flock's does.
             let locked = file.try_lock();
             match locked {
                 Ok(()) => break,

@@ -230,7 +230,7 @@ fn the_cap_refuses_with_full_and_disk_use_never_passes_it() {
             Err(AppendError::Full) => break,
             Err(e) => panic!("{e}"),
         }
-        if appended % 16 == 0 {
+        if appended.is_multiple_of(16) {
             buf.commit().unwrap();
         }
         assert!(buf.disk_bytes() <= cap);
