@@ -26,17 +26,18 @@ use tracing::Metadata;
 
 use super::ValueRef;
 
-const BOOL: u8 = 0;
-const I64: u8 = 1;
-const U64: u8 = 2;
-const I128: u8 = 3;
-const U128: u8 = 4;
-const F64: u8 = 5;
-const STR: u8 = 6;
+// The value kinds are 0 to `STR`; the kinds after them are not fields.
+pub(super) const BOOL: u8 = 0;
+pub(super) const I64: u8 = 1;
+pub(super) const U64: u8 = 2;
+pub(super) const I128: u8 = 3;
+pub(super) const U128: u8 = 4;
+pub(super) const F64: u8 = 5;
+pub(super) const STR: u8 = 6;
 /// The event's message (a string).
-const MESSAGE: u8 = 7;
+pub(super) const MESSAGE: u8 = 7;
 /// A bridged `log` record's real target (a string).
-const LOG_TARGET: u8 = 8;
+pub(super) const LOG_TARGET: u8 = 8;
 
 /// Flag: the reader may show the callsite's file and line.
 pub(crate) const FLAG_LOCATION: u8 = 1;
@@ -258,27 +259,39 @@ impl<'a> EventRef<'a> {
         EventRef { bytes, metas }
     }
 
-    fn meta(&self) -> Option<&'static Metadata<'static>> {
+    /// The event's metadata.
+    pub(super) fn meta(&self) -> Option<&'static Metadata<'static>> {
         self.metas.first().copied()
+    }
+
+    /// The spans' metadata, outermost first.
+    pub(super) fn span_metas(&self) -> &'a [&'static Metadata<'static>] {
+        self.metas.get(1..).unwrap_or(&[])
+    }
+
+    /// The time in nanoseconds since the epoch, as encoded.
+    pub(super) fn nanos(&self) -> u64 {
+        self.bytes
+            .get(..8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
     }
 
     /// The time in nanoseconds since the epoch.
     pub(crate) fn unix_nanos(&self) -> i128 {
-        self.bytes.get(..8).map_or(0, |b| {
-            i128::from(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-        })
+        i128::from(self.nanos())
     }
 
     pub(crate) fn level(&self) -> tracing::Level {
         self.meta().map_or(tracing::Level::INFO, |m| *m.level())
     }
 
-    fn flags(&self) -> u8 {
+    pub(super) fn flags(&self) -> u8 {
         self.bytes.get(8).copied().unwrap_or(0)
     }
 
-    fn raw_fields(&self) -> Fields<'a> {
-        Fields::new(self.bytes.get(9..).unwrap_or(&[]))
+    /// The event's own fields, encoded (the span chain follows them).
+    pub(super) fn raw_fields(&self) -> EncodedFields<'a> {
+        EncodedFields::new(self.bytes.get(9..).unwrap_or(&[]))
     }
 
     /// The target: a bridged `log` record's own, else the callsite's.
@@ -309,12 +322,12 @@ impl<'a> EventRef<'a> {
     pub(crate) fn spans(&self) -> Spans<'a> {
         let mut fields = self.raw_fields();
         for _ in fields.by_ref() {}
-        let rest = fields.rest();
-        Spans {
-            count: rest.first().copied().unwrap_or(0),
-            bytes: rest.get(1..).unwrap_or(&[]),
-            metas: self.metas.get(1..).unwrap_or(&[]),
-        }
+        Spans(EncodedSpans::after(fields.rest(), self.span_metas()))
+    }
+
+    /// The encoded bytes (without the queue's header).
+    pub(super) fn len(&self) -> usize {
+        self.bytes.len()
     }
 
     pub(crate) fn file(&self) -> Option<&'static str> {
@@ -332,15 +345,26 @@ impl<'a> EventRef<'a> {
     }
 }
 
-/// Reads the span chain of an [`EventRef`].
-pub(crate) struct Spans<'a> {
+/// Reads the span chain of an [`EventRef`]: each span's metadata and encoded fields.
+pub(super) struct EncodedSpans<'a> {
     count: u8,
     bytes: &'a [u8],
     metas: &'a [&'static Metadata<'static>],
 }
 
-impl<'a> Iterator for Spans<'a> {
-    type Item = (&'a str, SpanFields<'a>);
+impl<'a> EncodedSpans<'a> {
+    /// The chain that starts at `rest`, the bytes after the event's own fields.
+    pub(super) fn after(rest: &'a [u8], metas: &'a [&'static Metadata<'static>]) -> Self {
+        EncodedSpans {
+            count: rest.first().copied().unwrap_or(0),
+            bytes: rest.get(1..).unwrap_or(&[]),
+            metas,
+        }
+    }
+}
+
+impl<'a> Iterator for EncodedSpans<'a> {
+    type Item = (&'static Metadata<'static>, EncodedFields<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.count == 0 {
@@ -352,8 +376,22 @@ impl<'a> Iterator for Spans<'a> {
         let len = read_u32(self.bytes, 0)? as usize;
         let fields = self.bytes.get(4..4 + len)?;
         self.bytes = self.bytes.get(4 + len..)?;
-        let fields = NamedFields::new(Fields::new(fields), Some(meta));
-        Some((meta.name(), SpanFields(fields)))
+        Some((meta, EncodedFields::new(fields)))
+    }
+}
+
+/// The span chain of an [`EventRef`], with names.
+pub(crate) struct Spans<'a>(EncodedSpans<'a>);
+
+impl<'a> Iterator for Spans<'a> {
+    type Item = (&'a str, SpanFields<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (meta, fields) = self.0.next()?;
+        Some((
+            meta.name(),
+            SpanFields(NamedFields::new(fields, Some(meta))),
+        ))
     }
 }
 
@@ -374,12 +412,12 @@ const MAX_FIELDS: usize = 32;
 /// Fields with their names and values: the callsite's names are read once per record, not
 /// once per field.
 pub(crate) struct NamedFields<'a> {
-    raw: Fields<'a>,
+    raw: EncodedFields<'a>,
     names: [&'static str; MAX_FIELDS],
 }
 
 impl<'a> NamedFields<'a> {
-    fn new(raw: Fields<'a>, meta: Option<&'static Metadata<'static>>) -> Self {
+    fn new(raw: EncodedFields<'a>, meta: Option<&'static Metadata<'static>>) -> Self {
         let mut names = [""; MAX_FIELDS];
         if let Some(meta) = meta {
             for (slot, field) in names.iter_mut().zip(meta.fields().iter()) {
@@ -414,25 +452,26 @@ impl<'a> Iterator for NamedFields<'a> {
 }
 
 /// One encoded field: its kind, its index in the callsite, and its value's bytes.
-struct RawField<'a> {
-    kind: u8,
-    index: u8,
-    value: &'a [u8],
+pub(super) struct RawField<'a> {
+    pub(super) kind: u8,
+    pub(super) index: u8,
+    pub(super) value: &'a [u8],
 }
 
-/// Reads a list of fields without decoding their values.
-struct Fields<'a> {
+/// Reads a list of encoded fields without decoding their values.
+#[derive(Clone)]
+pub(super) struct EncodedFields<'a> {
     bytes: &'a [u8],
     pos: usize,
     left: u16,
 }
 
-impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+impl<'a> EncodedFields<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
         let left = bytes
             .get(..2)
             .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
-        Fields {
+        EncodedFields {
             bytes,
             pos: 2,
             left,
@@ -440,12 +479,12 @@ impl<'a> Fields<'a> {
     }
 
     /// What follows the list (only meaningful once it is read to the end).
-    fn rest(&self) -> &'a [u8] {
+    pub(super) fn rest(&self) -> &'a [u8] {
         self.bytes.get(self.pos..).unwrap_or(&[])
     }
 }
 
-impl<'a> Iterator for Fields<'a> {
+impl<'a> Iterator for EncodedFields<'a> {
     type Item = RawField<'a>;
 
     fn next(&mut self) -> Option<RawField<'a>> {
