@@ -1,10 +1,9 @@
 //! The `tracing` layer that turns an application's events into records for the sinks.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use tracing::span::{Attributes, Id, Record as SpanValues};
 use tracing::{Event, Metadata, Subscriber};
@@ -13,6 +12,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::events;
 use crate::queue::{self, EVENT_HEADER};
+use crate::record::clock;
 use crate::record::compact::{self, FieldWriter};
 use crate::sink::Sink;
 use crate::worker::{self, Patience};
@@ -123,7 +123,7 @@ impl SinkLayer {
         self
     }
 
-    /// Encodes the event (and its span chain) into `buf`.
+    /// Encodes the event (and its span chain) into `buf`, sealed for the queue.
     fn capture<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, buf: &mut Scratch)
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
@@ -133,23 +133,25 @@ impl SinkLayer {
         } else {
             0
         };
-        buf.bytes.extend_from_slice(&[0; EVENT_HEADER]);
-        compact::begin_event(&mut buf.bytes, SystemTime::now(), flags);
-        let mut fields = FieldWriter::event(&mut buf.bytes);
+        buf.bytes.clear();
+        buf.metas.clear();
+        let mut fields =
+            compact::begin_event(&mut buf.bytes, EVENT_HEADER, clock::now_nanos(), flags);
         event.record(&mut fields);
         fields.finish();
         buf.metas.push(event.metadata());
-        let count_at = buf.bytes.len();
-        buf.bytes.push(0);
         let scope = if self.spans && self.saw_span.load(Ordering::Relaxed) {
             ctx.event_scope(event)
         } else {
             None
         };
         let Some(scope) = scope else {
-            queue::seal_event(&mut buf.bytes, buf.metas.len());
+            buf.bytes.push(0);
+            queue::seal_event(&mut buf.bytes, 1);
             return;
         };
+        let count_at = buf.bytes.len();
+        buf.bytes.push(0);
         let mut count = 0_u8;
         // At most 255 metadata in all: the event's and 254 spans'.
         for span in scope.from_root().take(254) {
@@ -163,6 +165,30 @@ impl SinkLayer {
         }
         buf.bytes[count_at] = count;
         queue::seal_event(&mut buf.bytes, buf.metas.len());
+    }
+
+    /// Captures the event once and queues it in every sink `feeds` accepts.
+    fn deliver<S>(
+        &self,
+        event: &Event<'_>,
+        ctx: &Context<'_, S>,
+        buf: &mut Scratch,
+        patience: Patience,
+        feeds: impl Fn(&dyn Sink) -> bool,
+    ) where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        self.capture(event, ctx, buf);
+        for sink in &self.sinks {
+            if feeds(sink.as_ref())
+                && sink
+                    .producer()
+                    .put_event(&buf.bytes, &buf.metas, patience)
+                    .is_err()
+            {
+                Self::refused(sink.as_ref());
+            }
+        }
     }
 
     /// A write was refused because `sink` is closed: report it when one is due.
@@ -187,7 +213,7 @@ fn report_refused(id: crate::SinkId, n: u64) {
         std::thread::Builder::new()
             .name("sinkwatch-reporter".into())
             .spawn(move || {
-                REPORTING.with(|r| r.set(true));
+                SCRATCH.with(|s| s.borrow_mut().reporting = true);
                 for (id, n) in rx {
                     events::writes_refused(&id, n);
                 }
@@ -206,11 +232,15 @@ fn report_refused(id: crate::SinkId, n: u64) {
 /// A span with no fields: a count of zero.
 const EMPTY_FIELDS: &[u8] = &[0, 0];
 
-/// The calling thread's reused capture buffer.
+/// The calling thread's reused capture buffer (one thread-local for everything the layer
+/// keeps per thread: one lookup per event).
 #[derive(Default)]
 struct Scratch {
     bytes: Vec<u8>,
     metas: Vec<&'static Metadata<'static>>,
+    /// Set on the thread that emits the layer's `writes_refused` reports: its events go
+    /// to no sink.
+    reporting: bool,
 }
 
 std::thread_local! {
@@ -218,10 +248,9 @@ std::thread_local! {
         RefCell::new(Scratch {
             bytes: Vec::new(),
             metas: Vec::new(),
+            reporting: false,
         })
     };
-    /// Set on the thread that emits the layer's `writes_refused` reports.
-    static REPORTING: Cell<bool> = const { Cell::new(false) };
 }
 
 impl fmt::Debug for SinkLayer {
@@ -284,39 +313,28 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if REPORTING.with(Cell::get) {
+        if !self.sinkwatch_events && event.metadata().target() == events::TARGET {
             return;
         }
-        let own = event.metadata().target() == events::TARGET;
-        if own && !self.sinkwatch_events {
+        // An application thread (the common case) feeds every sink, waiting as the sinks
+        // allow. On a sink's worker thread, events of that sink's own work never go back to
+        // it, and a full queue of another sink drops rather than waits.
+        let on_worker = worker::on_any_worker();
+        if on_worker && self.sinks.iter().all(|s| worker::on_worker_of(s.id())) {
             return;
         }
-        // Events of a sink's own work (on its worker threads) never go back to that sink.
-        let accepts = |s: &&Arc<dyn Sink>| !worker::on_worker_of(s.id());
-        if !self.sinks.iter().any(|s| accepts(&s)) {
-            return;
-        }
-        // A sink's worker never waits for room in another sink's queue.
-        let patience = if worker::on_any_worker() {
+        let patience = if on_worker {
             Patience::None
         } else {
             Patience::Bounded
         };
-        let deliver = |buf: &mut Scratch| {
-            buf.bytes.clear();
-            buf.metas.clear();
-            self.capture(event, &ctx, buf);
-            for sink in self.sinks.iter().filter(accepts) {
-                let put = sink.producer().put_event(&buf.bytes, &buf.metas, patience);
-                if put.is_err() {
-                    Self::refused(sink.as_ref());
-                }
-            }
-        };
+        let feeds = |s: &dyn Sink| !on_worker || !worker::on_worker_of(s.id());
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut buf) => deliver(&mut buf),
-            // An event logged while capturing another (a `Debug` impl that logs).
-            Err(_) => deliver(&mut Scratch::default()),
+            Ok(buf) if buf.reporting => {}
+            Ok(mut buf) => self.deliver(event, &ctx, &mut buf, patience, feeds),
+            // An event logged while capturing another (a `Debug` impl that logs); never on
+            // the reporter's thread, which captures nothing.
+            Err(_) => self.deliver(event, &ctx, &mut Scratch::default(), patience, feeds),
         });
     }
 }

@@ -19,7 +19,6 @@
 //! `bool` one byte, numbers 8 or 16 bytes, strings a `u32` length and UTF-8 bytes.
 
 use std::fmt;
-use std::time::SystemTime;
 
 use tracing::field::{Field, Visit};
 use tracing::Metadata;
@@ -42,16 +41,37 @@ pub(super) const LOG_TARGET: u8 = 8;
 /// Flag: the reader may show the callsite's file and line.
 pub(crate) const FLAG_LOCATION: u8 = 1;
 
-/// Starts an event's encoding: its time and flags. Fields follow ([`FieldWriter`]), then
-/// the spans ([`push_span`], after a `u8` count).
-pub(crate) fn begin_event(out: &mut Vec<u8>, time: SystemTime, flags: u8) {
-    let nanos = time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| {
+/// Starts an event's encoding at the end of `out`: `header` bytes left for the queue (see
+/// `queue::seal_event`), the time (ns since the epoch) and flags, in one copy; returns the
+/// writer of its fields. The span chain follows them ([`push_span`], after a `u8` count).
+pub(crate) fn begin_event(
+    out: &mut Vec<u8>,
+    header: usize,
+    nanos: u64,
+    flags: u8,
+) -> FieldWriter<'_> {
+    const MAX_HEADER: usize = 8;
+    let header = header.min(MAX_HEADER);
+    let mut start = [0_u8; MAX_HEADER + 11];
+    start[MAX_HEADER..MAX_HEADER + 8].copy_from_slice(&nanos.to_le_bytes());
+    start[MAX_HEADER + 8] = flags;
+    out.extend_from_slice(&start[MAX_HEADER - header..]);
+    FieldWriter {
+        count_at: out.len() - 2,
+        out,
+        count: 0,
+        event: true,
+    }
+}
+
+/// The wall clock in nanoseconds since the epoch (0 before it), as events record it.
+#[cfg(any(test, not(any(target_os = "linux", target_os = "android"))))]
+pub(crate) fn nanos_of(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::SystemTime::UNIX_EPOCH).map_or(0, |d| {
         d.as_secs()
             .saturating_mul(1_000_000_000)
             .saturating_add(u64::from(d.subsec_nanos()))
-    });
-    out.extend_from_slice(&nanos.to_le_bytes());
-    out.push(flags);
+    })
 }
 
 /// Appends one span's encoded fields to an event (after its `u8` span count).
@@ -71,24 +91,15 @@ pub(crate) struct FieldWriter<'a> {
 }
 
 impl<'a> FieldWriter<'a> {
-    /// Starts a list of fields at the end of `out`.
-    pub(crate) fn event(out: &'a mut Vec<u8>) -> Self {
-        Self::begin(out, true)
-    }
-
     /// Starts a span's list of fields at the end of `out`.
     pub(crate) fn span(out: &'a mut Vec<u8>) -> Self {
-        Self::begin(out, false)
-    }
-
-    fn begin(out: &'a mut Vec<u8>, event: bool) -> Self {
         let count_at = out.len();
         out.extend_from_slice(&[0, 0]);
         FieldWriter {
             out,
             count_at,
             count: 0,
-            event,
+            event: false,
         }
     }
 
@@ -253,7 +264,7 @@ impl fmt::Debug for EventRef<'_> {
 }
 
 impl<'a> EventRef<'a> {
-    /// Reads an event written by [`begin_event`], [`FieldWriter::event`] and
+    /// Reads an event written by [`begin_event`] (and its [`FieldWriter`]) and
     /// [`push_span`]; `metas` starts with the event's metadata.
     pub(crate) fn new(bytes: &'a [u8], metas: &'a [&'static Metadata<'static>]) -> Self {
         EventRef { bytes, metas }

@@ -292,7 +292,7 @@ mod tests {
     use tracing_subscriber::Layer;
 
     use super::*;
-    use crate::record::compact::{begin_event, push_span, FieldWriter, FLAG_LOCATION};
+    use crate::record::compact::{begin_event, nanos_of, push_span, FieldWriter, FLAG_LOCATION};
 
     /// Captures each event as the layer does and renders it with both writers, the cached
     /// one through a cache shared by every event (as on the worker).
@@ -330,8 +330,7 @@ mod tests {
             let t = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 5);
             let mut bytes = Vec::new();
             let flags = if self.location { FLAG_LOCATION } else { 0 };
-            begin_event(&mut bytes, t, flags);
-            let mut w = FieldWriter::event(&mut bytes);
+            let mut w = begin_event(&mut bytes, 0, nanos_of(t), flags);
             event.record(&mut w);
             w.finish();
             let mut metas = vec![event.metadata()];

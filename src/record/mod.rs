@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use tracing::Level;
 
+pub(crate) mod clock;
 pub(crate) mod compact;
 pub(crate) mod json;
 mod lines;
