@@ -15,7 +15,7 @@ use crate::queue::{self, EVENT_HEADER};
 use crate::record::clock;
 use crate::record::compact::{self, FieldWriter};
 use crate::sink::Sink;
-use crate::worker::{self, Patience};
+use crate::worker::{self, Patience, Producer};
 
 /// A `tracing_subscriber::Layer` that turns each event into a record (as [`Record`](crate::Record)
 /// describes one, in a compact form) and hands it to one or more sinks.
@@ -66,6 +66,8 @@ use crate::worker::{self, Patience};
 #[derive(Clone)]
 pub struct SinkLayer {
     sinks: Vec<Arc<dyn Sink>>,
+    /// Each sink's queue handle, beside it: the hot path calls it without a virtual call.
+    producers: Vec<Producer>,
     spans: bool,
     location: bool,
     sinkwatch_events: bool,
@@ -83,8 +85,10 @@ impl SinkLayer {
     /// sinks' sinkwatch events are forwarded.
     pub fn new(sink: impl Sink) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(1);
+        let producers = vec![sink.producer().clone()];
         SinkLayer {
             sinks: vec![Arc::new(sink)],
+            producers,
             spans: true,
             location: false,
             sinkwatch_events: true,
@@ -96,6 +100,7 @@ impl SinkLayer {
     /// Also feeds `sink` (each event goes to every sink of the layer).
     #[must_use]
     pub fn with_sink(mut self, sink: impl Sink) -> Self {
+        self.producers.push(sink.producer().clone());
         self.sinks.push(Arc::new(sink));
         self
     }
@@ -179,10 +184,9 @@ impl SinkLayer {
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         self.capture(event, ctx, buf);
-        for sink in &self.sinks {
+        for (sink, producer) in self.sinks.iter().zip(&self.producers) {
             if feeds(sink.as_ref())
-                && sink
-                    .producer()
+                && producer
                     .put_event(&buf.bytes, &buf.metas, patience)
                     .is_err()
             {

@@ -67,11 +67,12 @@ pub(crate) fn begin_event(
 /// The wall clock in nanoseconds since the epoch (0 before it), as events record it.
 #[cfg(any(test, not(any(target_os = "linux", target_os = "android"))))]
 pub(crate) fn nanos_of(time: std::time::SystemTime) -> u64 {
-    time.duration_since(std::time::SystemTime::UNIX_EPOCH).map_or(0, |d| {
-        d.as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(d.subsec_nanos()))
-    })
+    time.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| {
+            d.as_secs()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::from(d.subsec_nanos()))
+        })
 }
 
 /// Appends one span's encoded fields to an event (after its `u8` span count).
@@ -115,16 +116,6 @@ impl<'a> FieldWriter<'a> {
         }
     }
 
-    fn head(&mut self, kind: u8, field: &Field) -> bool {
-        if self.count == u16::MAX {
-            return false;
-        }
-        self.count += 1;
-        let index = u8::try_from(field.index()).unwrap_or(u8::MAX);
-        self.out.extend_from_slice(&[kind, index]);
-        true
-    }
-
     /// A field of fixed size: its head and value in one copy of a constant length.
     #[inline]
     fn fixed<const N: usize>(&mut self, kind: u8, field: &Field, value: [u8; N]) {
@@ -155,17 +146,21 @@ impl<'a> FieldWriter<'a> {
 
     fn debug(&mut self, kind: u8, field: &Field, value: &dyn fmt::Debug) {
         use std::fmt::Write as _;
-        if !self.head(kind, field) {
+        if self.count == u16::MAX {
             return;
         }
-        let at = self.out.len();
-        self.out.extend_from_slice(&[0; 4]);
+        self.count += 1;
+        let index = u8::try_from(field.index()).unwrap_or(u8::MAX);
+        // The head and room for the length, in one copy.
+        self.out.extend_from_slice(&[kind, index, 0, 0, 0, 0]);
+        let at = self.out.len() - 4;
         let _ = write!(Bytes(self.out), "{value:?}");
         let len = u32::try_from(self.out.len() - at - 4).unwrap_or(u32::MAX);
         self.out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
 
     /// Ends the list: writes its count.
+    #[inline]
     pub(crate) fn finish(self) {
         self.out[self.count_at..self.count_at + 2].copy_from_slice(&self.count.to_le_bytes());
     }
