@@ -137,6 +137,7 @@ impl LineCache {
     }
 
     /// The index of `meta`'s cached parts, made on first use.
+    #[inline]
     fn callsite(&mut self, meta: &'static Metadata<'static>) -> usize {
         let key = std::ptr::from_ref(meta) as usize;
         if let Some((last, at)) = self.last {
@@ -144,6 +145,11 @@ impl LineCache {
                 return at;
             }
         }
+        self.lookup(key, meta)
+    }
+
+    /// [`callsite`](Self::callsite) past the last one used.
+    fn lookup(&mut self, key: usize, meta: &'static Metadata<'static>) -> usize {
         let at = if let Some(&at) = self.index.get(&key) {
             at
         } else {
