@@ -4,7 +4,6 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use tracing::span::{Attributes, Id, Record as SpanValues};
 use tracing::{Event, Metadata, Subscriber};
@@ -12,7 +11,8 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::events;
-use crate::pipe::{self, Patience, EVENT_HEADER};
+use crate::pipe::{self, Patience, Producer, EVENT_HEADER};
+use crate::record::clock;
 use crate::record::compact::{self, FieldWriter};
 use crate::sink::Sink;
 
@@ -77,6 +77,8 @@ use crate::sink::Sink;
 #[derive(Clone)]
 pub struct SinkLayer {
     sinks: Vec<Arc<dyn Sink>>,
+    /// Each sink's queue handle, beside it: the hot path calls it without a virtual call.
+    producers: Vec<Producer>,
     spans: bool,
     location: bool,
     sinkwatch_events: bool,
@@ -98,8 +100,10 @@ impl SinkLayer {
     /// forwarded.
     pub fn new(sink: impl Sink) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(1);
+        let producers = vec![sink.producer().clone()];
         SinkLayer {
             sinks: vec![Arc::new(sink)],
+            producers,
             spans: true,
             location: false,
             sinkwatch_events: true,
@@ -111,6 +115,7 @@ impl SinkLayer {
     /// Also feeds `sink` (each event goes to every sink of the layer).
     #[must_use]
     pub fn with_sink(mut self, sink: impl Sink) -> Self {
+        self.producers.push(sink.producer().clone());
         self.sinks.push(Arc::new(sink));
         self
     }
@@ -150,23 +155,25 @@ impl SinkLayer {
         } else {
             0
         };
-        buf.bytes.extend_from_slice(&[0; EVENT_HEADER]);
-        compact::begin_event(&mut buf.bytes, SystemTime::now(), flags);
-        let mut fields = FieldWriter::event(&mut buf.bytes);
+        buf.bytes.clear();
+        buf.metas.clear();
+        let mut fields =
+            compact::begin_event(&mut buf.bytes, EVENT_HEADER, clock::now_nanos(), flags);
         event.record(&mut fields);
         fields.finish();
         buf.metas.push(event.metadata());
-        let count_at = buf.bytes.len();
-        buf.bytes.push(0);
         let scope = if self.spans && self.saw_span.load(Ordering::Relaxed) {
             ctx.event_scope(event)
         } else {
             None
         };
         let Some(scope) = scope else {
-            pipe::seal_event(&mut buf.bytes, buf.metas.len());
+            buf.bytes.push(0);
+            pipe::seal_event(&mut buf.bytes, 1);
             return;
         };
+        let count_at = buf.bytes.len();
+        buf.bytes.push(0);
         let mut count = 0_u8;
         // At most 255 metadata in all: the event's and 254 spans'.
         for span in scope.from_root().take(254) {
@@ -282,12 +289,12 @@ where
             Patience::Bounded
         };
         let deliver = |buf: &mut Scratch| {
-            buf.bytes.clear();
-            buf.metas.clear();
             self.capture(event, &ctx, buf);
-            for sink in self.sinks.iter().filter(accepts) {
-                // Refused by a closed sink: counted and reported (`writes_refused`) by it.
-                sink.producer().put_event(&buf.bytes, &buf.metas, patience);
+            for (sink, producer) in self.sinks.iter().zip(&self.producers) {
+                if accepts(&sink) {
+                    // Refused by a closed sink: counted and reported (`writes_refused`) by it.
+                    producer.put_event(&buf.bytes, &buf.metas, patience);
+                }
             }
         };
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {

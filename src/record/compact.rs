@@ -19,38 +19,60 @@
 //! `bool` one byte, numbers 8 or 16 bytes, strings a `u32` length and UTF-8 bytes.
 
 use std::fmt;
-use std::time::SystemTime;
 
 use tracing::field::{Field, Visit};
 use tracing::Metadata;
 
 use super::ValueRef;
 
-const BOOL: u8 = 0;
-const I64: u8 = 1;
-const U64: u8 = 2;
-const I128: u8 = 3;
-const U128: u8 = 4;
-const F64: u8 = 5;
-const STR: u8 = 6;
+// The value kinds are 0 to `STR`; the kinds after them are not fields.
+pub(super) const BOOL: u8 = 0;
+pub(super) const I64: u8 = 1;
+pub(super) const U64: u8 = 2;
+pub(super) const I128: u8 = 3;
+pub(super) const U128: u8 = 4;
+pub(super) const F64: u8 = 5;
+pub(super) const STR: u8 = 6;
 /// The event's message (a string).
-const MESSAGE: u8 = 7;
+pub(super) const MESSAGE: u8 = 7;
 /// A bridged `log` record's real target (a string).
-const LOG_TARGET: u8 = 8;
+pub(super) const LOG_TARGET: u8 = 8;
 
 /// Flag: the reader may show the callsite's file and line.
 pub(crate) const FLAG_LOCATION: u8 = 1;
 
-/// Starts an event's encoding: its time and flags. Fields follow ([`FieldWriter`]), then
-/// the spans ([`push_span`], after a `u8` count).
-pub(crate) fn begin_event(out: &mut Vec<u8>, time: SystemTime, flags: u8) {
-    let nanos = time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| {
-        d.as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(d.subsec_nanos()))
-    });
-    out.extend_from_slice(&nanos.to_le_bytes());
-    out.push(flags);
+/// Starts an event's encoding at the end of `out`: `header` bytes left for the queue (see
+/// `queue::seal_event`), the time (ns since the epoch) and flags, in one copy; returns the
+/// writer of its fields. The span chain follows them ([`push_span`], after a `u8` count).
+pub(crate) fn begin_event(
+    out: &mut Vec<u8>,
+    header: usize,
+    nanos: u64,
+    flags: u8,
+) -> FieldWriter<'_> {
+    const MAX_HEADER: usize = 8;
+    let header = header.min(MAX_HEADER);
+    let mut start = [0_u8; MAX_HEADER + 11];
+    start[MAX_HEADER..MAX_HEADER + 8].copy_from_slice(&nanos.to_le_bytes());
+    start[MAX_HEADER + 8] = flags;
+    out.extend_from_slice(&start[MAX_HEADER - header..]);
+    FieldWriter {
+        count_at: out.len() - 2,
+        out,
+        count: 0,
+        event: true,
+    }
+}
+
+/// The wall clock in nanoseconds since the epoch (0 before it), as events record it.
+#[cfg(any(test, not(any(target_os = "linux", target_os = "android"))))]
+pub(crate) fn nanos_of(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| {
+            d.as_secs()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::from(d.subsec_nanos()))
+        })
 }
 
 /// Appends one span's encoded fields to an event (after its `u8` span count).
@@ -70,24 +92,15 @@ pub(crate) struct FieldWriter<'a> {
 }
 
 impl<'a> FieldWriter<'a> {
-    /// Starts a list of fields at the end of `out`.
-    pub(crate) fn event(out: &'a mut Vec<u8>) -> Self {
-        Self::begin(out, true)
-    }
-
     /// Starts a span's list of fields at the end of `out`.
     pub(crate) fn span(out: &'a mut Vec<u8>) -> Self {
-        Self::begin(out, false)
-    }
-
-    fn begin(out: &'a mut Vec<u8>, event: bool) -> Self {
         let count_at = out.len();
         out.extend_from_slice(&[0, 0]);
         FieldWriter {
             out,
             count_at,
             count: 0,
-            event,
+            event: false,
         }
     }
 
@@ -101,16 +114,6 @@ impl<'a> FieldWriter<'a> {
             count,
             event: false,
         }
-    }
-
-    fn head(&mut self, kind: u8, field: &Field) -> bool {
-        if self.count == u16::MAX {
-            return false;
-        }
-        self.count += 1;
-        let index = u8::try_from(field.index()).unwrap_or(u8::MAX);
-        self.out.extend_from_slice(&[kind, index]);
-        true
     }
 
     /// A field of fixed size: its head and value in one copy of a constant length.
@@ -143,17 +146,21 @@ impl<'a> FieldWriter<'a> {
 
     fn debug(&mut self, kind: u8, field: &Field, value: &dyn fmt::Debug) {
         use std::fmt::Write as _;
-        if !self.head(kind, field) {
+        if self.count == u16::MAX {
             return;
         }
-        let at = self.out.len();
-        self.out.extend_from_slice(&[0; 4]);
+        self.count += 1;
+        let index = u8::try_from(field.index()).unwrap_or(u8::MAX);
+        // The head and room for the length, in one copy.
+        self.out.extend_from_slice(&[kind, index, 0, 0, 0, 0]);
+        let at = self.out.len() - 4;
         let _ = write!(Bytes(self.out), "{value:?}");
         let len = u32::try_from(self.out.len() - at - 4).unwrap_or(u32::MAX);
         self.out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
 
     /// Ends the list: writes its count.
+    #[inline]
     pub(crate) fn finish(self) {
         self.out[self.count_at..self.count_at + 2].copy_from_slice(&self.count.to_le_bytes());
     }
@@ -252,33 +259,45 @@ impl fmt::Debug for EventRef<'_> {
 }
 
 impl<'a> EventRef<'a> {
-    /// Reads an event written by [`begin_event`], [`FieldWriter::event`] and
+    /// Reads an event written by [`begin_event`] (and its [`FieldWriter`]) and
     /// [`push_span`]; `metas` starts with the event's metadata.
     pub(crate) fn new(bytes: &'a [u8], metas: &'a [&'static Metadata<'static>]) -> Self {
         EventRef { bytes, metas }
     }
 
-    fn meta(&self) -> Option<&'static Metadata<'static>> {
+    /// The event's metadata.
+    pub(super) fn meta(&self) -> Option<&'static Metadata<'static>> {
         self.metas.first().copied()
+    }
+
+    /// The spans' metadata, outermost first.
+    pub(super) fn span_metas(&self) -> &'a [&'static Metadata<'static>] {
+        self.metas.get(1..).unwrap_or(&[])
+    }
+
+    /// The time in nanoseconds since the epoch, as encoded.
+    pub(super) fn nanos(&self) -> u64 {
+        self.bytes
+            .get(..8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
     }
 
     /// The time in nanoseconds since the epoch.
     pub(crate) fn unix_nanos(&self) -> i128 {
-        self.bytes.get(..8).map_or(0, |b| {
-            i128::from(u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-        })
+        i128::from(self.nanos())
     }
 
     pub(crate) fn level(&self) -> tracing::Level {
         self.meta().map_or(tracing::Level::INFO, |m| *m.level())
     }
 
-    fn flags(&self) -> u8 {
+    pub(super) fn flags(&self) -> u8 {
         self.bytes.get(8).copied().unwrap_or(0)
     }
 
-    fn raw_fields(&self) -> Fields<'a> {
-        Fields::new(self.bytes.get(9..).unwrap_or(&[]))
+    /// The event's own fields, encoded (the span chain follows them).
+    pub(super) fn raw_fields(&self) -> EncodedFields<'a> {
+        EncodedFields::new(self.bytes.get(9..).unwrap_or(&[]))
     }
 
     /// The target: a bridged `log` record's own, else the callsite's.
@@ -309,12 +328,12 @@ impl<'a> EventRef<'a> {
     pub(crate) fn spans(&self) -> Spans<'a> {
         let mut fields = self.raw_fields();
         for _ in fields.by_ref() {}
-        let rest = fields.rest();
-        Spans {
-            count: rest.first().copied().unwrap_or(0),
-            bytes: rest.get(1..).unwrap_or(&[]),
-            metas: self.metas.get(1..).unwrap_or(&[]),
-        }
+        Spans(EncodedSpans::after(fields.rest(), self.span_metas()))
+    }
+
+    /// The encoded bytes (without the queue's header).
+    pub(super) fn len(&self) -> usize {
+        self.bytes.len()
     }
 
     pub(crate) fn file(&self) -> Option<&'static str> {
@@ -332,15 +351,26 @@ impl<'a> EventRef<'a> {
     }
 }
 
-/// Reads the span chain of an [`EventRef`].
-pub(crate) struct Spans<'a> {
+/// Reads the span chain of an [`EventRef`]: each span's metadata and encoded fields.
+pub(super) struct EncodedSpans<'a> {
     count: u8,
     bytes: &'a [u8],
     metas: &'a [&'static Metadata<'static>],
 }
 
-impl<'a> Iterator for Spans<'a> {
-    type Item = (&'a str, SpanFields<'a>);
+impl<'a> EncodedSpans<'a> {
+    /// The chain that starts at `rest`, the bytes after the event's own fields.
+    pub(super) fn after(rest: &'a [u8], metas: &'a [&'static Metadata<'static>]) -> Self {
+        EncodedSpans {
+            count: rest.first().copied().unwrap_or(0),
+            bytes: rest.get(1..).unwrap_or(&[]),
+            metas,
+        }
+    }
+}
+
+impl<'a> Iterator for EncodedSpans<'a> {
+    type Item = (&'static Metadata<'static>, EncodedFields<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.count == 0 {
@@ -352,8 +382,22 @@ impl<'a> Iterator for Spans<'a> {
         let len = read_u32(self.bytes, 0)? as usize;
         let fields = self.bytes.get(4..4 + len)?;
         self.bytes = self.bytes.get(4 + len..)?;
-        let fields = NamedFields::new(Fields::new(fields), Some(meta));
-        Some((meta.name(), SpanFields(fields)))
+        Some((meta, EncodedFields::new(fields)))
+    }
+}
+
+/// The span chain of an [`EventRef`], with names.
+pub(crate) struct Spans<'a>(EncodedSpans<'a>);
+
+impl<'a> Iterator for Spans<'a> {
+    type Item = (&'a str, SpanFields<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (meta, fields) = self.0.next()?;
+        Some((
+            meta.name(),
+            SpanFields(NamedFields::new(fields, Some(meta))),
+        ))
     }
 }
 
@@ -374,12 +418,12 @@ const MAX_FIELDS: usize = 32;
 /// Fields with their names and values: the callsite's names are read once per record, not
 /// once per field.
 pub(crate) struct NamedFields<'a> {
-    raw: Fields<'a>,
+    raw: EncodedFields<'a>,
     names: [&'static str; MAX_FIELDS],
 }
 
 impl<'a> NamedFields<'a> {
-    fn new(raw: Fields<'a>, meta: Option<&'static Metadata<'static>>) -> Self {
+    fn new(raw: EncodedFields<'a>, meta: Option<&'static Metadata<'static>>) -> Self {
         let mut names = [""; MAX_FIELDS];
         if let Some(meta) = meta {
             for (slot, field) in names.iter_mut().zip(meta.fields().iter()) {
@@ -414,25 +458,26 @@ impl<'a> Iterator for NamedFields<'a> {
 }
 
 /// One encoded field: its kind, its index in the callsite, and its value's bytes.
-struct RawField<'a> {
-    kind: u8,
-    index: u8,
-    value: &'a [u8],
+pub(super) struct RawField<'a> {
+    pub(super) kind: u8,
+    pub(super) index: u8,
+    pub(super) value: &'a [u8],
 }
 
-/// Reads a list of fields without decoding their values.
-struct Fields<'a> {
+/// Reads a list of encoded fields without decoding their values.
+#[derive(Clone)]
+pub(super) struct EncodedFields<'a> {
     bytes: &'a [u8],
     pos: usize,
     left: u16,
 }
 
-impl<'a> Fields<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+impl<'a> EncodedFields<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
         let left = bytes
             .get(..2)
             .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
-        Fields {
+        EncodedFields {
             bytes,
             pos: 2,
             left,
@@ -440,12 +485,12 @@ impl<'a> Fields<'a> {
     }
 
     /// What follows the list (only meaningful once it is read to the end).
-    fn rest(&self) -> &'a [u8] {
+    pub(super) fn rest(&self) -> &'a [u8] {
         self.bytes.get(self.pos..).unwrap_or(&[])
     }
 }
 
-impl<'a> Iterator for Fields<'a> {
+impl<'a> Iterator for EncodedFields<'a> {
     type Item = RawField<'a>;
 
     fn next(&mut self) -> Option<RawField<'a>> {

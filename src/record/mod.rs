@@ -6,12 +6,15 @@ use std::time::SystemTime;
 
 use tracing::Level;
 
+pub(crate) mod clock;
 pub(crate) mod compact;
 pub(crate) mod json;
+mod lines;
 
 pub(crate) use compact::EventRef;
 #[allow(unused_imports)] // each sink uses some
 pub(crate) use json::{civil_from_days, write_json_str, write_u64, TimestampCache};
+pub(crate) use lines::LineCache;
 
 /// A typed field value in a [`Record`].
 ///
@@ -311,19 +314,20 @@ fn owned_field<'a>((name, value): &'a (Cow<'static, str>, Value)) -> (&'a str, V
     (name, value.as_ref())
 }
 
-/// A record's fields: (name, value) in the order recorded.
-pub(crate) enum Fields<'a, E> {
+/// A record's fields, owned or read from the compact form: (name, value) in the order
+/// recorded.
+pub(crate) enum RecordFields<'a, E> {
     Owned(OwnedFields<'a>),
     Event(E),
 }
 
-impl<'a, E: Iterator<Item = (&'a str, ValueRef<'a>)>> Iterator for Fields<'a, E> {
+impl<'a, E: Iterator<Item = (&'a str, ValueRef<'a>)>> Iterator for RecordFields<'a, E> {
     type Item = (&'a str, ValueRef<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
-            Fields::Owned(it) => it.next(),
-            Fields::Event(it) => it.next(),
+            RecordFields::Owned(it) => it.next(),
+            RecordFields::Event(it) => it.next(),
         }
     }
 }
@@ -335,15 +339,15 @@ pub(crate) enum Spans<'a> {
 }
 
 impl<'a> Iterator for Spans<'a> {
-    type Item = (&'a str, Fields<'a, compact::SpanFields<'a>>);
+    type Item = (&'a str, RecordFields<'a, compact::SpanFields<'a>>);
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Spans::Owned(it) => it.next().map(|s| {
                 let fields: OwnedFields<'a> = s.fields.iter().map(owned_field);
-                (s.name, Fields::Owned(fields))
+                (s.name, RecordFields::Owned(fields))
             }),
-            Spans::Event(it) => it.next().map(|(name, f)| (name, Fields::Event(f))),
+            Spans::Event(it) => it.next().map(|(name, f)| (name, RecordFields::Event(f))),
         }
     }
 }
@@ -385,10 +389,10 @@ impl<'a> RecordRef<'a> {
         }
     }
 
-    pub(crate) fn fields(&self) -> Fields<'a, impl Iterator<Item = (&'a str, ValueRef<'a>)>> {
+    pub(crate) fn fields(&self) -> RecordFields<'a, impl Iterator<Item = (&'a str, ValueRef<'a>)>> {
         match self {
-            RecordRef::Owned(r) => Fields::Owned(r.fields.iter().map(owned_field)),
-            RecordRef::Event(e) => Fields::Event(e.fields()),
+            RecordRef::Owned(r) => RecordFields::Owned(r.fields.iter().map(owned_field)),
+            RecordRef::Event(e) => RecordFields::Event(e.fields()),
         }
     }
 

@@ -9,11 +9,11 @@ use tokio::sync::mpsc;
 
 use super::active::{cut_torn_tail, ActiveFile};
 use super::clock::{Clock, SystemClock};
+use super::line_writer::{self, Parts};
 use super::maintenance::Context;
 use super::naming::Naming;
 use super::retention::Retention;
 use super::schedule::{Schedule, TimeZone};
-use super::worker::{self, Parts};
 use super::{Compression, FileSink, Format, FsyncPolicy};
 use crate::fault::{FaultHook, FsFaultHook, FsOp};
 use crate::pipe::{self, spawn_worker, Limits, Settings};
@@ -428,7 +428,7 @@ impl FileSinkBuilder {
                     .then(|| (active_path.to_string_lossy().into_owned(), tail_cut)),
             },
         };
-        spawn_worker(&producer, worker::run(parts))?;
+        spawn_worker(&producer, line_writer::run(parts))?;
         Ok(FileSink::new(producer, control, active_path))
     }
 

@@ -2,7 +2,7 @@
 
 use std::io::Write as _;
 
-use crate::record::{json, write_json_str, RecordRef, TimestampCache, ValueRef};
+use crate::record::{json, write_json_str, LineCache, RecordRef, TimestampCache, ValueRef};
 
 /// How each record is written: one line per record either way.
 ///
@@ -27,18 +27,21 @@ pub enum Format {
 }
 
 impl Format {
-    /// Appends `record` and a newline to `out`.
+    /// Appends `record` and a newline to `out`. `cache` holds what the worker remembers
+    /// between lines.
     pub(crate) fn write_line(
         self,
         record: &RecordRef<'_>,
         out: &mut Vec<u8>,
-        ts: &mut TimestampCache,
+        cache: &mut LineCache,
     ) {
         match self {
-            Format::Json => json::write_record(out, record, Some(ts)),
-            Format::Text => write_text(record, out, ts),
+            Format::Json => cache.write_json_line(out, record),
+            Format::Text => {
+                write_text(record, out, cache.timestamps());
+                out.push(b'\n');
+            }
         }
-        out.push(b'\n');
     }
 }
 
@@ -102,11 +105,7 @@ mod tests {
 
     fn line(format: Format, r: &Record) -> String {
         let mut out = Vec::new();
-        format.write_line(
-            &RecordRef::Owned(r),
-            &mut out,
-            &mut TimestampCache::default(),
-        );
+        format.write_line(&RecordRef::Owned(r), &mut out, &mut LineCache::default());
         String::from_utf8(out).unwrap()
     }
 

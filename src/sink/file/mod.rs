@@ -35,11 +35,11 @@ mod builder;
 mod clock;
 mod compress;
 mod format;
+mod line_writer;
 mod maintenance;
 mod naming;
 mod retention;
 mod schedule;
-mod worker;
 mod writer;
 
 use std::fmt;
@@ -55,7 +55,7 @@ pub use format::Format;
 pub use schedule::TimeZone;
 pub use writer::FileWriter;
 
-use self::worker::Control;
+use self::line_writer::Control;
 use crate::deadline::later;
 use crate::pipe::{Patience, Producer};
 use crate::SinkId;

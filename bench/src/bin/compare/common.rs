@@ -44,6 +44,14 @@ pub fn print_result(fields: &[(&str, serde_json::Value)]) {
     println!("RESULT {}", serde_json::Value::Object(map));
 }
 
+/// The wall clock in nanoseconds since the epoch: comparable across processes (the child's
+/// first event, the receiver's last entry), unlike `Instant`.
+pub fn unix_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 pub fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

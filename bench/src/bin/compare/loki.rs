@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use sinkwatch::{LokiSink, SinkLayer};
 use tracing_subscriber::layer::SubscriberExt as _;
 
-use crate::common::{emit_from_threads, memory_kib, micros, print_result, runtime, DropCounter};
+use crate::common::{
+    emit_from_threads, memory_kib, micros, print_result, runtime, unix_nanos, DropCounter,
+};
 
 pub fn run(name: &str, n: u64) {
     let url = std::env::var("SINKWATCH_BENCH_URL").expect("SINKWATCH_BENCH_URL");
@@ -31,6 +33,7 @@ fn sinkwatch(n: u64, url: &str) {
             .with(SinkLayer::new(sink.clone())),
     )
     .expect("the scenario's subscriber");
+    let started_unix_ns = unix_nanos();
     let started = Instant::now();
     let hist = emit_from_threads(n, 1);
     let emitted = started.elapsed();
@@ -47,6 +50,7 @@ fn sinkwatch(n: u64, url: &str) {
         ("p50_ns", hist.quantile(0.5).into()),
         ("p99_ns", hist.quantile(0.99).into()),
         ("peak_kib", peak.into()),
+        ("started_unix_ns", started_unix_ns.into()),
     ]);
 }
 
@@ -61,6 +65,7 @@ fn tracing_loki(n: u64, url: &str) {
     let handle = rt.spawn(task);
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
         .expect("the scenario's subscriber");
+    let started_unix_ns = unix_nanos();
     let started = Instant::now();
     let hist = emit_from_threads(n, 1);
     let emitted = started.elapsed();
@@ -80,5 +85,6 @@ fn tracing_loki(n: u64, url: &str) {
         ("p50_ns", hist.quantile(0.5).into()),
         ("p99_ns", hist.quantile(0.99).into()),
         ("peak_kib", peak.into()),
+        ("started_unix_ns", started_unix_ns.into()),
     ]);
 }

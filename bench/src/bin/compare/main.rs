@@ -1,5 +1,5 @@
-//! Issue 9's measurements in one run: sinkwatch side by side with tracing-appender,
-//! tracing-loki and a `serde_json` floor.
+//! Issues 9 and 16's measurements in one run: sinkwatch side by side with tracing-appender,
+//! tracing-loki, a `serde_json` floor and tracing's own dispatch.
 //!
 //! ```text
 //! cargo run --release -p sinkwatch-bench --bin compare -- all
@@ -12,8 +12,10 @@
 //! machine falls on all of them alike. Prints one Markdown table per group (medians with
 //! min–max over the rounds) and the ratios of every round; progress goes to stderr.
 //!
-//! Sizes: `SINKWATCH_BENCH_FILE_N` (1,000,000), `SINKWATCH_BENCH_LOKI_N` (200,000),
-//! `SINKWATCH_BENCH_MEM_N` (200,000), `SINKWATCH_BENCH_CG_N` (20,000).
+//! Sizes: `SINKWATCH_BENCH_FILE_N` (1,000,000), `SINKWATCH_BENCH_LOKI_N` (200,000) and
+//! `SINKWATCH_BENCH_LOKI_LONG_N` (1,000,000: the Loki group runs both lengths),
+//! `SINKWATCH_BENCH_MEM_N` (200,000), `SINKWATCH_BENCH_CG_N` (50,000).
+//! `SINKWATCH_BENCH_CG_DIR` keeps the callgrind files there (for `callgrind_annotate`).
 
 mod callgrind;
 mod common;
@@ -83,9 +85,13 @@ fn drive(groups: &[&str], rounds: usize) {
     let file_n = env_u64("SINKWATCH_BENCH_FILE_N", 1_000_000);
     let loki_n = env_u64("SINKWATCH_BENCH_LOKI_N", 200_000);
     let mem_n = env_u64("SINKWATCH_BENCH_MEM_N", 200_000);
-    let cg_n = env_u64("SINKWATCH_BENCH_CG_N", 20_000);
+    let loki_long_n = env_u64("SINKWATCH_BENCH_LOKI_LONG_N", 1_000_000);
+    let cg_n = env_u64("SINKWATCH_BENCH_CG_N", 50_000);
     let mut file_runs: Vec<Vec<Run>> = vec![Vec::new(); FILE_SCENARIOS.len()];
-    let mut loki_runs: Vec<Vec<Run>> = vec![Vec::new(); LOKI_SCENARIOS.len()];
+    // Two run lengths: delivered/s depends on it (see docs/performance.md).
+    let loki_lengths = [loki_n, loki_long_n];
+    let mut loki_runs: Vec<Vec<Vec<Run>>> =
+        vec![vec![Vec::new(); LOKI_SCENARIOS.len()]; loki_lengths.len()];
     let mut mem_runs: Vec<Vec<Run>> = vec![Vec::new(); MEMORY_SCENARIOS.len()];
     for round in 1..=rounds {
         eprintln!("round {round} of {rounds}");
@@ -95,8 +101,10 @@ fn drive(groups: &[&str], rounds: usize) {
             }
         }
         if groups.contains(&"loki") {
-            for (s, runs) in LOKI_SCENARIOS.iter().zip(&mut loki_runs) {
-                runs.push(run_child("loki", s, loki_n, true));
+            for (n, by_scenario) in loki_lengths.iter().zip(&mut loki_runs) {
+                for (s, runs) in LOKI_SCENARIOS.iter().zip(by_scenario) {
+                    runs.push(run_child("loki", s, *n, true));
+                }
             }
         }
         if groups.contains(&"memory") {
@@ -110,13 +118,15 @@ fn drive(groups: &[&str], rounds: usize) {
         report::file(&FILE_SCENARIOS, &file_runs, file_n);
     }
     if groups.contains(&"loki") {
-        report::loki(&LOKI_SCENARIOS, &loki_runs, loki_n);
+        for (n, runs) in loki_lengths.iter().zip(&loki_runs) {
+            report::loki(&LOKI_SCENARIOS, runs, *n);
+        }
     }
     if groups.contains(&"memory") {
         report::memory(&MEMORY_SCENARIOS, &mem_runs, mem_n);
     }
     if groups.contains(&"callgrind") {
-        report::callgrind(&callgrind::measure(cg_n), cg_n);
+        report::callgrind(&callgrind::measure(cg_n, rounds), cg_n);
     }
 }
 
@@ -126,52 +136,86 @@ fn run_child(group: &str, scenario: &str, n: u64, receiver: bool) -> Run {
     let exe = std::env::current_exe().expect("this binary's path");
     let mut child = Command::new(&exe);
     child.args(["child", group, scenario, &n.to_string()]);
-    let mut server = None;
-    if receiver {
-        let mut s = Command::new(&exe)
-            .arg("serve")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("the counting receiver");
-        let mut lines = std::io::BufReader::new(s.stdout.take().expect("its stdout")).lines();
-        let url = lines.next().and_then(Result::ok).unwrap_or_default();
-        child.env("SINKWATCH_BENCH_URL", url.trim_start_matches("URL "));
-        server = Some((s, lines));
-    }
+    let server = receiver.then(|| {
+        let server = Receiver::start();
+        child.env("SINKWATCH_BENCH_URL", &server.url);
+        server
+    });
     let out = child.output().expect("a scenario's child process");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let mut run: Run = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .and_then(|r| serde_json::from_str(r).ok())
-        .unwrap_or_default();
+    let mut run = parse_result(&out.stdout);
     if !out.status.success() || run.is_empty() {
         eprintln!(
             "  {group}/{scenario} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    if let Some((mut s, mut lines)) = server {
-        drop(s.stdin.take());
-        let line = lines.next().and_then(Result::ok).unwrap_or_default();
-        let _ = s.wait();
-        let nums: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        if let [entries, requests, bytes] = nums[..] {
-            run.insert("delivered".into(), entries.into());
-            run.insert("requests".into(), requests.into());
-            run.insert("wire_bytes".into(), bytes.into());
-        }
+    if let Some(server) = server {
+        server.stop(&mut run);
     }
     eprintln!(
         "  {group}/{scenario} {}",
         serde_json::Value::Object(run.clone())
     );
     run
+}
+
+/// The `RESULT {json}` line a child printed, or an empty run.
+fn parse_result(stdout: &[u8]) -> Run {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default()
+}
+
+/// A counting receiver (`compare serve`) in a process of its own, never measured.
+pub(crate) struct Receiver {
+    process: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    /// Its base URL, for `SINKWATCH_BENCH_URL`.
+    pub(crate) url: String,
+}
+
+impl Receiver {
+    pub(crate) fn start() -> Self {
+        let exe = std::env::current_exe().expect("this binary's path");
+        let mut process = Command::new(&exe)
+            .arg("serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the counting receiver");
+        let stdout = process.stdout.take().expect("its stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let url = lines.next().and_then(Result::ok).unwrap_or_default();
+        let url = url.trim_start_matches("URL ").to_owned();
+        Receiver {
+            process,
+            lines,
+            url,
+        }
+    }
+
+    /// Stops the receiver (closing its stdin) and merges its counts into `run`:
+    /// `delivered`, `requests`, `wire_bytes`, and the wall-clock times (ns since the epoch)
+    /// of the first and the last request that carried entries.
+    pub(crate) fn stop(mut self, run: &mut Run) {
+        drop(self.process.stdin.take());
+        let line = self.lines.next().and_then(Result::ok).unwrap_or_default();
+        let _ = self.process.wait();
+        let nums: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [entries, requests, bytes, first, last] = nums[..] {
+            run.insert("delivered".into(), entries.into());
+            run.insert("requests".into(), requests.into());
+            run.insert("wire_bytes".into(), bytes.into());
+            run.insert("first_entry_unix_ns".into(), first.into());
+            run.insert("last_entry_unix_ns".into(), last.into());
+        }
+    }
 }
 
 /// A scenario's child process: `child <group> <scenario> <n>`.

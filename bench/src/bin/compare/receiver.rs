@@ -19,10 +19,15 @@ struct Counts {
     entries: AtomicU64,
     requests: AtomicU64,
     bytes: AtomicU64,
+    /// Wall-clock time (ns since the epoch) when the first and the last request that
+    /// carried entries had been counted: the driver times delivery on the receiver's side
+    /// with them, against the child's wall-clock time of its first event.
+    first_ns: AtomicU64,
+    last_ns: AtomicU64,
 }
 
 /// Serves until stdin closes: prints `URL <url>` first, `RECEIVED <entries> <requests>
-/// <bytes>` last.
+/// <bytes> <first_ns> <last_ns>` last.
 pub fn serve_counting() {
     let rt = crate::common::runtime();
     let counts = Arc::new(Counts::default());
@@ -35,10 +40,12 @@ pub fn serve_counting() {
     let _ = std::io::stdout().flush();
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
     println!(
-        "RECEIVED {} {} {}",
+        "RECEIVED {} {} {} {} {}",
         counts.entries.load(Ordering::Relaxed),
         counts.requests.load(Ordering::Relaxed),
-        counts.bytes.load(Ordering::Relaxed)
+        counts.bytes.load(Ordering::Relaxed),
+        counts.first_ns.load(Ordering::Relaxed),
+        counts.last_ns.load(Ordering::Relaxed)
     );
 }
 
@@ -79,6 +86,13 @@ async fn handle(
     counts.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
     let entries = count_entries(&body, &content_type, &encoding);
     counts.entries.fetch_add(entries, Ordering::Relaxed);
+    if entries > 0 {
+        let now = crate::common::unix_nanos();
+        let _ = counts
+            .first_ns
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        counts.last_ns.fetch_max(now, Ordering::Relaxed);
+    }
     let mut response = hyper::Response::new(http_body_util::Empty::new());
     *response.status_mut() = hyper::StatusCode::NO_CONTENT;
     Ok(response)

@@ -10,7 +10,12 @@ fn get(r: &Run, k: &str) -> f64 {
 
 /// Median, min and max of `f` over the runs that produced a result.
 fn stat(runs: &[Run], f: impl Fn(&Run) -> f64) -> Option<(f64, f64, f64)> {
-    let mut v: Vec<f64> = runs.iter().filter(|r| !r.is_empty()).map(f).collect();
+    stat_of(runs.iter().filter(|r| !r.is_empty()).map(f))
+}
+
+/// Median, min and max of some values.
+fn stat_of(values: impl Iterator<Item = f64>) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = values.collect();
     if v.is_empty() {
         return None;
     }
@@ -163,7 +168,17 @@ pub fn file(names: &[&str], runs: &[Vec<Run>], n: u64) {
     );
 }
 
-fn loki_rate(r: &Run) -> f64 {
+/// Entries the receiver counted over the time from the child's first event to the
+/// receiver's last counted entry (both wall clock): when the entries had arrived.
+fn loki_rate_received(r: &Run) -> f64 {
+    let span_ns = get(r, "last_entry_unix_ns") - get(r, "started_unix_ns");
+    get(r, "delivered") / span_ns.max(1.0) * 1e9
+}
+
+/// Entries the receiver counted over the time from the first event until the client said
+/// it was done (sinkwatch: `flush()` resolved; tracing-loki: its task finished after its
+/// controller's shutdown).
+fn loki_rate_client(r: &Run) -> f64 {
     get(r, "delivered") / get(r, "elapsed_us").max(1.0) * 1e6
 }
 
@@ -172,15 +187,16 @@ pub fn loki(names: &[&str], runs: &[Vec<Run>], n: u64) {
         "## Loki: a burst of {} events to a counting receiver (own process, answers 204)\n",
         thousands(n as f64)
     );
-    println!("| client | delivered/s | delivered | dropped, reported | lost, unreported | wire bytes/entry | requests | caller p50 | caller p99 | peak RSS |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| client | delivered/s, until the last entry arrived | delivered/s, until the client was done | delivered | dropped, reported | lost, unreported | wire bytes/entry | requests | emitting took | caller p50 | caller p99 | peak RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, rs) in names.iter().zip(runs) {
         if rs.is_empty() {
             continue;
         }
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            cell(stat(rs, loki_rate), count),
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(stat(rs, loki_rate_received), count),
+            cell(stat(rs, loki_rate_client), count),
             cell(stat(rs, |r| get(r, "delivered")), count),
             cell(stat(rs, |r| get(r, "dropped")), count),
             cell(
@@ -195,13 +211,29 @@ pub fn loki(names: &[&str], runs: &[Vec<Run>], n: u64) {
                 |x| format!("{x:.1}")
             ),
             cell(stat(rs, |r| get(r, "requests")), count),
+            cell(stat(rs, |r| get(r, "emit_us")), |x| format!(
+                "{} ms",
+                thousands(x / 1000.0)
+            )),
             cell(stat(rs, |r| get(r, "p50_ns")), ns),
             cell(stat(rs, |r| get(r, "p99_ns")), ns),
             cell(stat(rs, |r| get(r, "peak_kib")), mib),
         );
     }
-    println!("\nDelivered/s ratio, per round:\n");
-    ratios(runs, names, &[("sinkwatch", "tracing-loki")], loki_rate);
+    println!("\nDelivered/s ratio, per round, until the last entry arrived:\n");
+    ratios(
+        runs,
+        names,
+        &[("sinkwatch", "tracing-loki")],
+        loki_rate_received,
+    );
+    println!("\nDelivered/s ratio, per round, until the client was done:\n");
+    ratios(
+        runs,
+        names,
+        &[("sinkwatch", "tracing-loki")],
+        loki_rate_client,
+    );
     println!();
 }
 
@@ -234,24 +266,75 @@ pub fn memory(names: &[&str], runs: &[Vec<Run>], n: u64) {
     println!();
 }
 
-pub fn callgrind(results: &[(&str, Option<f64>)], n: u64) {
+pub fn callgrind(results: &[(&str, Vec<crate::callgrind::Measured>)], n: u64) {
+    use crate::callgrind::{label, peer, Measured};
+    let rounds = results.iter().map(|r| r.1.len()).max().unwrap_or(0);
     println!(
-        "## Calling thread: instructions per event (callgrind, main thread only, {} events)\n",
+        "## Instructions per record, every thread (callgrind, {} events; run with them − run without; {rounds} rounds)\n",
         thousands(n as f64)
     );
-    let floor = results.iter().find(|(p, _)| *p == "noop").and_then(|r| r.1);
-    println!("| path | instructions/event | over the dispatch floor |");
-    println!("|---|---|---|");
-    for (path, per) in results {
-        let over = match (per, floor) {
-            (Some(p), Some(f)) if *path != "noop" => thousands(p - f),
-            _ => "—".into(),
+    let find = |path: &str| -> &[Measured] {
+        results
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or(&[], |r| &r.1[..])
+    };
+    // Ratios within a round: round i of one path against round i of the other.
+    let per_round = |a: &[Measured], b: &[Measured], f: &dyn Fn(&Measured, &Measured) -> f64| {
+        stat_of(a.iter().zip(b).map(|(x, y)| f(x, y)))
+    };
+    let times = |x: f64| format!("{x:.2}×");
+    println!("| path | calling thread, per event | other threads, per delivered record | all threads | all threads / peer | calling thread / floor | delivered |");
+    println!("|---|---|---|---|---|---|---|");
+    for (path, runs) in results {
+        if runs.is_empty() {
+            println!("| {} | valgrind failed | | | | | |", label(path));
+            continue;
+        }
+        let vs_peer = peer(path).map_or_else(
+            || "—".into(),
+            |p| cell(per_round(runs, find(p), &|x, y| x.all() / y.all()), times),
+        );
+        let vs_floor = if *path == "noop" {
+            "1.00×".into()
+        } else {
+            cell(
+                per_round(runs, find("noop"), &|x, y| x.caller / y.caller),
+                times,
+            )
+        };
+        let delivered = if *path == "noop" {
+            "—".into()
+        } else {
+            cell(stat_of(runs.iter().map(|m| m.delivered as f64)), count)
         };
         println!(
-            "| {} | {} | {over} |",
-            crate::callgrind::label(path),
-            per.map_or_else(|| "valgrind failed".into(), thousands)
+            "| {} | {} | {} | {} | {vs_peer} | {vs_floor} | {delivered} |",
+            label(path),
+            cell(stat_of(runs.iter().map(|m| m.caller)), count),
+            cell(stat_of(runs.iter().map(|m| m.workers)), count),
+            cell(stat_of(runs.iter().map(Measured::all)), count),
         );
+    }
+    println!("\nPer thread, last round (valgrind's thread numbers; each role named after the functions its threads ran):\n");
+    println!("| path | role | threads | instructions per record |");
+    println!("|---|---|---|---|");
+    for (path, runs) in results {
+        let Some(m) = runs.last() else { continue };
+        for (role, per, numbers) in &m.roles {
+            let numbers: Vec<String> = numbers.iter().map(u32::to_string).collect();
+            println!(
+                "| {path} | {role} | {} | {} |",
+                numbers.join(", "),
+                count(*per)
+            );
+        }
+    }
+    println!("\nThread names in each child, right after its last event (`/proc/self/task/*/comm`, by thread id):\n");
+    for (path, runs) in results {
+        if let Some(m) = runs.last() {
+            println!("- {path}: {}", m.names);
+        }
     }
     println!();
 }

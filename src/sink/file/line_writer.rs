@@ -1,5 +1,6 @@
-//! The file sink's worker: drains the queue in batches, formats, writes each batch with one
-//! `write(2)`, rotates, and hands compression and retention to the maintenance lane.
+//! The file sink's line writer, the loop its worker thread runs: drains the queue in
+//! batches, formats each record into a line, writes each batch with one `write(2)`,
+//! rotates, and hands compression and retention to the maintenance lane.
 //!
 //! It runs on the sink's own thread (see `crate::pipe::spawn_worker`), so blocking file
 //! I/O here never stalls the application's runtime. Nothing in it panics: every failure
@@ -20,7 +21,7 @@ use super::schedule::Schedule;
 use super::{Format, FsyncPolicy};
 use crate::events::{self, rotation_reason};
 use crate::pipe::{Chunk, Consumer, Entry, Recv};
-use crate::record::{RecordRef, TimestampCache};
+use crate::record::{LineCache, RecordRef};
 use crate::sink::BoxFuture;
 use crate::{Error, Result};
 
@@ -58,7 +59,7 @@ pub(crate) struct Parts {
 }
 
 #[allow(clippy::struct_excessive_bools)] // independent settings and states
-struct Worker {
+struct LineWriter {
     consumer: Consumer,
     control: mpsc::UnboundedReceiver<Control>,
     file: ActiveFile,
@@ -79,7 +80,8 @@ struct Worker {
     ends: Vec<usize>,
     /// Records and queue bytes behind the lines in `buf`, released once they are written.
     held: (usize, usize),
-    timestamps: TimestampCache,
+    /// The last second's timestamp and every callsite's escaped parts.
+    lines: LineCache,
     /// The queue is closed: a removed log directory is not recreated any more.
     closing: bool,
     /// A failed write left a partial line that could not be cut off: the next write starts
@@ -95,7 +97,7 @@ struct Worker {
 /// The worker's whole life.
 pub(crate) async fn run(parts: Parts) {
     let first_boundary = parts.first_boundary;
-    let mut worker = Worker::new(parts);
+    let mut worker = LineWriter::new(parts);
     // Listed before the first rotation, so start-up repair never races this run's own files.
     let existing = compress::scan(&worker.dir, &worker.naming).unwrap_or_default();
     worker.last_rotated = existing.iter().map(|f| f.stamp).max();
@@ -105,13 +107,13 @@ pub(crate) async fn run(parts: Parts) {
     worker.main_loop().await;
 }
 
-impl Worker {
+impl LineWriter {
     fn new(p: Parts) -> Self {
         let compress = p.maintenance.gzip_level.is_some();
         let prune = p.maintenance.retention.is_active();
         let naming = p.maintenance.naming.clone();
         let dir = p.maintenance.dir.clone();
-        Worker {
+        LineWriter {
             consumer: p.consumer,
             control: p.control,
             file: p.file,
@@ -129,7 +131,7 @@ impl Worker {
             buf: Vec::with_capacity(WRITE_AT + 64 * 1024),
             ends: Vec::with_capacity(4096),
             held: (0, 0),
-            timestamps: TimestampCache::default(),
+            lines: LineCache::default(),
             closing: false,
             torn: false,
             next_boundary: None,
@@ -256,7 +258,7 @@ impl Worker {
     fn append(&mut self, record: &RecordRef<'_>) {
         let start = self.buf.len();
         self.format
-            .write_line(record, &mut self.buf, &mut self.timestamps);
+            .write_line(record, &mut self.buf, &mut self.lines);
         self.after_append(start);
     }
 
