@@ -54,11 +54,15 @@ pub struct ShutdownGuard {
 }
 
 impl ShutdownGuard {
-    /// A guard with no sinks. By default, the shutdown deadline is 5 s.
+    /// The shutdown deadline of a new guard (5 s): the one place it is written.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A guard with no sinks and a shutdown deadline of
+    /// [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT).
     pub fn new() -> Self {
         ShutdownGuard {
             sinks: Vec::new(),
-            timeout: Duration::from_secs(5),
+            timeout: Self::DEFAULT_TIMEOUT,
             done: false,
         }
     }
@@ -69,7 +73,8 @@ impl ShutdownGuard {
         self
     }
 
-    /// Sets how long shutdown may take in all (the sinks shut down concurrently).
+    /// Sets how long shutdown may take in all (the sinks shut down concurrently). Default:
+    /// [`DEFAULT_TIMEOUT`](Self::DEFAULT_TIMEOUT).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

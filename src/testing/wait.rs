@@ -10,7 +10,7 @@ use super::explain;
 use super::matcher::Matcher;
 use super::seen::Seen;
 use super::watcher::{scale, Checkpoint, WaitError, WaitErrorKind, Watcher, DEFAULT_TIMEOUT};
-use crate::deadline;
+use crate::deadline::{self, Check};
 
 /// A pending wait; configure it, then `.await` it.
 ///
@@ -81,8 +81,7 @@ impl<'w, T: Send + 'w> Wait<'w, T> {
 
     async fn run(self) -> Result<T, WaitError> {
         let scaled = scale(self.timeout)?;
-        let deadline = deadline::until(Instant::now() + scaled.total);
-        tokio::pin!(deadline);
+        let deadline = deadline::later(scaled.total);
         let from = self
             .after
             .map_or(self.watcher.start, |c| c.0.max(self.watcher.start));
@@ -90,28 +89,28 @@ impl<'w, T: Send + 'w> Wait<'w, T> {
             matched: Vec::new(),
             next: from,
         };
-        loop {
-            let notified = hub().notify.notified();
-            tokio::pin!(notified);
-            // Register for wakes before fetching, so an event captured between the fetch
-            // and the await still wakes us.
-            notified.as_mut().enable();
+        let result = deadline::wait_on(&hub().notify, || {
             if let Some(result) = self.examine_new(&mut progress, from) {
-                return result.map(|events| (self.finish)(events));
+                return Check::Ready(result);
             }
-            tokio::select! {
-                () = &mut notified => {}
-                () = &mut deadline => {
-                    let mut held = self.watcher.held();
-                    held.refresh(self.watcher.id);
-                    let message = explain::timed_out(
-                        self.watcher, &held, &self.what, &self.steps, &progress.matched, from,
-                        scaled,
-                    );
-                    return Err(WaitError::new(WaitErrorKind::Timeout, message));
-                }
+            if Instant::now() < deadline {
+                return Check::Until(Some(deadline));
             }
-        }
+            let mut held = self.watcher.held();
+            held.refresh(self.watcher.id);
+            let message = explain::timed_out(
+                self.watcher,
+                &held,
+                &self.what,
+                &self.steps,
+                &progress.matched,
+                from,
+                scaled,
+            );
+            Check::Ready(Err(WaitError::new(WaitErrorKind::Timeout, message)))
+        })
+        .await;
+        result.map(|events| (self.finish)(events))
     }
 
     /// Fetches what was captured since the last fetch and examines the events that could

@@ -8,7 +8,7 @@ use super::capture::{hub, CapturedEvent};
 use super::matcher::Matcher;
 use super::seen::Seen;
 use super::wait::{overflow, Wait};
-use crate::deadline;
+use crate::deadline::{self, Check};
 
 /// The default timeout of a positive wait, before scaling.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -299,37 +299,33 @@ impl Watcher {
         forbidden: Matcher,
         window: Duration,
     ) -> Result<(), WaitError> {
-        let deadline = deadline::until(Instant::now() + window);
-        tokio::pin!(deadline);
+        let deadline = deadline::later(window);
         let mut next = self.start;
-        loop {
-            let notified = hub().notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut held = self.held();
-                held.refresh(self.id);
-                if next < held.base() {
-                    let what = format!("no event matching {forbidden}");
-                    return Err(overflow(&what, held.base()));
-                }
-                for seq in held.candidates([&forbidden], next) {
-                    let ev = held.get(seq);
-                    if forbidden.matches(ev) {
-                        let message = format!(
-                            "expected no event matching: {forbidden}\nwithin {window:?}, but got:\n  {}",
-                            self.line(ev)
-                        );
-                        return Err(WaitError::new(WaitErrorKind::Forbidden, message));
-                    }
-                }
-                next = held.cursor();
+        deadline::wait_on(&hub().notify, || {
+            let mut held = self.held();
+            held.refresh(self.id);
+            if next < held.base() {
+                let what = format!("no event matching {forbidden}");
+                return Check::Ready(Err(overflow(&what, held.base())));
             }
-            tokio::select! {
-                () = &mut notified => {}
-                () = &mut deadline => return Ok(()),
+            for seq in held.candidates([&forbidden], next) {
+                let ev = held.get(seq);
+                if forbidden.matches(ev) {
+                    let message = format!(
+                        "expected no event matching: {forbidden}\nwithin {window:?}, but got:\n  {}",
+                        self.line(ev)
+                    );
+                    return Check::Ready(Err(WaitError::new(WaitErrorKind::Forbidden, message)));
+                }
             }
-        }
+            next = held.cursor();
+            if Instant::now() >= deadline {
+                Check::Ready(Ok(()))
+            } else {
+                Check::Until(Some(deadline))
+            }
+        })
+        .await
     }
 
     /// Takes every not yet consumed event that matches, captured up to now, without
@@ -582,32 +578,30 @@ pub async fn eventually_within<T>(
     mut condition: impl FnMut() -> Result<T, String>,
 ) -> Result<T, WaitError> {
     let scaled = scale(timeout)?;
-    let deadline = deadline::until(Instant::now() + scaled.total);
-    tokio::pin!(deadline);
+    let deadline = deadline::later(scaled.total);
+    // Conditions on what a sink did are rechecked at each captured event, and also polled
+    // (from 1 ms, doubling, up to 50 ms) for state no event announces.
     let mut backoff = Duration::from_millis(1);
     let mut polls = 0_u64;
-    loop {
-        let notified = hub().notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
+    deadline::wait_on(&hub().notify, || {
         polls += 1;
         let reason = match condition() {
-            Ok(value) => return Ok(value),
+            Ok(value) => return Check::Ready(Ok(value)),
             Err(reason) => reason,
         };
-        let pause = deadline::until(Instant::now() + backoff);
-        tokio::select! {
-            () = &mut notified => {}
-            () = pause => backoff = (backoff * 2).min(Duration::from_millis(50)),
-            () = &mut deadline => {
-                let message = format!(
-                    "timed out after {scaled} waiting until {what}\n\
-                     polled {polls} times; the last check said: {reason}\n"
-                );
-                return Err(WaitError::new(WaitErrorKind::Timeout, message));
-            }
+        let now = Instant::now();
+        if now >= deadline {
+            let message = format!(
+                "timed out after {scaled} waiting until {what}\n\
+                 polled {polls} times; the last check said: {reason}\n"
+            );
+            return Check::Ready(Err(WaitError::new(WaitErrorKind::Timeout, message)));
         }
-    }
+        let next = deadline::after(now, backoff).min(deadline);
+        backoff = (backoff * 2).min(Duration::from_millis(50));
+        Check::Until(Some(next))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -137,19 +137,17 @@ impl Clock for ManualClock {
         let clock = self.clone();
         let started = clock.now();
         Box::pin(async move {
-            loop {
-                let changed = clock.inner.changed.notified();
-                tokio::pin!(changed);
-                // Register before reading the time, so an advance in between is not lost.
-                changed.as_mut().enable();
+            // A step back wakes the waiter early (as the system clock's wait does within a
+            // minute), so it can aim for a boundary of the new time.
+            crate::deadline::wait_on(&clock.inner.changed, || {
                 let now = clock.now();
-                // A step back wakes the waiter early (as the system clock's wait does within
-                // a minute), so it can aim for a boundary of the new time.
                 if now >= at || now < started {
-                    return;
+                    crate::deadline::Check::Ready(())
+                } else {
+                    crate::deadline::Check::Until(None)
                 }
-                changed.await;
-            }
+            })
+            .await;
         })
     }
 }
