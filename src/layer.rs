@@ -87,6 +87,9 @@ pub struct SinkLayer {
     /// Set once any span was created under this layer: until then an event has no span
     /// chain to look up (a registry lookup per event saved).
     saw_span: Arc<std::sync::atomic::AtomicBool>,
+    /// The subscriber's dispatch, for tracing-opentelemetry's context lookup.
+    #[cfg(feature = "opentelemetry")]
+    dispatch: crate::otel::DispatchSlot,
 }
 
 impl SinkLayer {
@@ -109,6 +112,8 @@ impl SinkLayer {
             sinkwatch_events: true,
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             saw_span: Arc::default(),
+            #[cfg(feature = "opentelemetry")]
+            dispatch: crate::otel::DispatchSlot::default(),
         }
     }
 
@@ -169,14 +174,22 @@ impl SinkLayer {
         };
         let Some(scope) = scope else {
             buf.bytes.push(0);
+            #[cfg(feature = "opentelemetry")]
+            if !self.spans && self.saw_span.load(Ordering::Relaxed) {
+                self.capture_trace_alone(event, ctx, buf);
+            }
             pipe::seal_event(&mut buf.bytes, 1);
             return;
         };
         let count_at = buf.bytes.len();
         buf.bytes.push(0);
         let mut count = 0_u8;
+        let spans = scope.from_root();
+        // The innermost span, the event's own, comes last; its trace ids follow the chain.
+        #[cfg(feature = "opentelemetry")]
+        let (leaf, mut trace, mut unresolved) = (spans.size_hint().0, None, None);
         // At most 255 metadata in all: the event's and 254 spans'.
-        for span in scope.from_root().take(254) {
+        for span in spans.take(254) {
             let extensions = span.extensions();
             let fields = extensions
                 .get::<SpanFields>()
@@ -184,9 +197,46 @@ impl SinkLayer {
             compact::push_span(&mut buf.bytes, fields);
             buf.metas.push(span.metadata());
             count += 1;
+            #[cfg(feature = "opentelemetry")]
+            if usize::from(count) == leaf {
+                trace = crate::otel::cached(&extensions);
+                drop(extensions);
+                if trace.is_none() {
+                    unresolved = Some(span);
+                }
+            }
         }
         buf.bytes[count_at] = count;
+        #[cfg(feature = "opentelemetry")]
+        {
+            let ids = match unresolved {
+                Some(span) => crate::otel::resolve(&span, &self.dispatch),
+                None => trace.flatten(),
+            };
+            if let Some(ids) = ids {
+                compact::push_trace(&mut buf.bytes, EVENT_HEADER, &ids);
+            }
+        }
         pipe::seal_event(&mut buf.bytes, buf.metas.len());
+    }
+
+    /// The event's trace ids without its span chain (`with_spans(false)`).
+    #[cfg(feature = "opentelemetry")]
+    fn capture_trace_alone<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, buf: &mut Scratch)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Some(span) = ctx.event_span(event) else {
+            return;
+        };
+        let cached = crate::otel::cached(&span.extensions());
+        let ids = match cached {
+            Some(ids) => ids,
+            None => crate::otel::resolve(&span, &self.dispatch),
+        };
+        if let Some(ids) = ids {
+            compact::push_trace(&mut buf.bytes, EVENT_HEADER, &ids);
+        }
     }
 }
 
@@ -231,7 +281,15 @@ impl<S> tracing_subscriber::Layer<S> for SinkLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    #[cfg(feature = "opentelemetry")]
+    fn on_register_dispatch(&self, dispatch: &tracing::Dispatch) {
+        self.dispatch.register(dispatch);
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        // Without the span chain, an event in a span still carries the span's trace ids.
+        #[cfg(feature = "opentelemetry")]
+        self.saw_span.store(true, Ordering::Relaxed);
         if !self.spans {
             return;
         }

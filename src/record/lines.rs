@@ -129,9 +129,11 @@ impl LineCache {
         match record {
             RecordRef::Event(event) => match event.meta() {
                 Some(meta) => return self.write_event(out, event, meta),
-                None => json::write_record(out, record, Some(&mut self.timestamps)),
+                None => json::write_record(out, record, Some(&mut self.timestamps), true),
             },
-            RecordRef::Owned(_) => json::write_record(out, record, Some(&mut self.timestamps)),
+            RecordRef::Owned(_) => {
+                json::write_record(out, record, Some(&mut self.timestamps), true)
+            }
         }
         out.push(b'\n');
     }
@@ -212,6 +214,9 @@ impl LineCache {
         }
         out.extend_from_slice(b",\"fields\":");
         write_fields(out, site, &mut fields);
+        if let Some(ids) = event.trace_ids() {
+            json::write_trace_ids(out, ids);
+        }
         let mut spans = EncodedSpans::after(fields.rest(), event.span_metas()).peekable();
         if spans.peek().is_some() {
             out.extend_from_slice(b",\"spans\":[");
@@ -351,7 +356,12 @@ mod tests {
             }
             let record = RecordRef::Event(EventRef::new(&bytes, &metas));
             let mut generic = Vec::new();
-            json::write_record(&mut generic, &record, Some(&mut TimestampCache::default()));
+            json::write_record(
+                &mut generic,
+                &record,
+                Some(&mut TimestampCache::default()),
+                true,
+            );
             let mut cached = Vec::new();
             self.cache
                 .lock()
