@@ -9,6 +9,8 @@ use tracing::span::{Attributes, Id, Record as SpanValues};
 use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
+#[cfg(feature = "opentelemetry")]
+use tracing_subscriber::registry::SpanRef;
 
 use crate::events;
 use crate::pipe::{self, Patience, Producer, EVENT_HEADER};
@@ -191,17 +193,16 @@ impl SinkLayer {
         // At most 255 metadata in all: the event's and 254 spans'.
         for span in spans.take(254) {
             let extensions = span.extensions();
-            let fields = extensions
-                .get::<SpanFields>()
-                .map_or(EMPTY_FIELDS, |f| &f.bytes[..]);
+            let kept = extensions.get::<SpanFields>();
+            let fields = kept.map_or(EMPTY_FIELDS, |f| &f.bytes[..]);
             compact::push_span(&mut buf.bytes, fields);
             buf.metas.push(span.metadata());
             count += 1;
             #[cfg(feature = "opentelemetry")]
             if usize::from(count) == leaf {
-                trace = crate::otel::cached(&extensions);
-                drop(extensions);
+                trace = kept.and_then(|f| f.trace.get());
                 if trace.is_none() {
+                    drop(extensions);
                     unresolved = Some(span);
                 }
             }
@@ -210,7 +211,7 @@ impl SinkLayer {
         #[cfg(feature = "opentelemetry")]
         {
             let ids = match unresolved {
-                Some(span) => crate::otel::resolve(&span, &self.dispatch),
+                Some(span) => self.resolve_ids(&span),
                 None => trace.flatten(),
             };
             if let Some(ids) = ids {
@@ -229,14 +230,43 @@ impl SinkLayer {
         let Some(span) = ctx.event_span(event) else {
             return;
         };
-        let cached = crate::otel::cached(&span.extensions());
+        let cached = {
+            let extensions = span.extensions();
+            match extensions.get::<SpanFields>() {
+                Some(kept) => kept.trace.get(),
+                None => crate::otel::cached(&extensions),
+            }
+        };
         let ids = match cached {
             Some(ids) => ids,
-            None => crate::otel::resolve(&span, &self.dispatch),
+            None => self.resolve_ids(&span),
         };
         if let Some(ids) = ids {
             compact::push_trace(&mut buf.bytes, EVENT_HEADER, &ids);
         }
+    }
+
+    /// Looks up the ids of the event's span (once per span) and keeps them with it. The
+    /// caller holds no guard of the span's extensions.
+    #[cfg(feature = "opentelemetry")]
+    #[cold]
+    #[inline(never)]
+    fn resolve_ids<R>(&self, span: &SpanRef<'_, R>) -> Option<crate::otel::IdBytes>
+    where
+        R: for<'a> LookupSpan<'a>,
+    {
+        let ids = crate::otel::lookup(span, &self.dispatch);
+        let kept = {
+            let extensions = span.extensions();
+            extensions
+                .get::<SpanFields>()
+                .map(|fields| fields.trace.keep(ids))
+                .is_some()
+        };
+        if !kept {
+            crate::otel::keep_alone(span, ids);
+        }
+        ids
     }
 }
 
@@ -305,6 +335,8 @@ where
             extensions.insert(SpanFields {
                 owner: self.id,
                 bytes,
+                #[cfg(feature = "opentelemetry")]
+                trace: crate::otel::KeptIds::default(),
             });
         }
     }
@@ -368,6 +400,9 @@ where
 struct SpanFields {
     owner: usize,
     bytes: Vec<u8>,
+    /// The span's trace ids, once the first event in it looked them up.
+    #[cfg(feature = "opentelemetry")]
+    trace: crate::otel::KeptIds,
 }
 
 #[cfg(all(test, feature = "file"))]

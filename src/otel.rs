@@ -5,8 +5,8 @@
 //! only when it is started: on first entry by default, or when its context is asked for
 //! (which starts it). That lookup costs hundreds of instructions (a registry lookup, two
 //! locks, the context's clone), so [`SinkLayer`](crate::SinkLayer) makes it once per span, at
-//! the first event it captures in the span, and keeps the answer in the span's extensions
-//! ([`SpanTrace`]); every later event in the span copies 24 bytes from there. Once started,
+//! the first event it captures in the span, and keeps the answer with the span
+//! ([`KeptIds`]); every later event in the span copies 24 bytes from there. Once started,
 //! a span's context never changes (`set_parent` on a started span fails), so the kept ids
 //! stay right.
 
@@ -58,43 +58,63 @@ impl fmt::Debug for DispatchSlot {
     }
 }
 
-/// A span's ids as found at the first event captured in it (`None`: no valid OpenTelemetry
-/// context), kept in its extensions and shared by every `SinkLayer`.
-struct SpanTrace(Option<IdBytes>);
+/// A span's ids as found at the first event captured in it (`None` inside: no valid
+/// OpenTelemetry context), shared by every `SinkLayer`. Kept in the layer's record of the
+/// span's fields (made when the span is, so looking it up costs nothing more per event and
+/// allocates nothing in the middle of the application's work), or on its own in the span's
+/// extensions when the layer keeps no fields (`with_spans(false)`).
+#[derive(Default)]
+pub(crate) struct KeptIds(OnceLock<Option<IdBytes>>);
 
-/// The span's kept ids: `None` when not looked up yet (then call [`resolve`]).
-#[inline]
-pub(crate) fn cached(extensions: &Extensions<'_>) -> Option<Option<IdBytes>> {
-    extensions.get::<SpanTrace>().map(|t| t.0)
+impl KeptIds {
+    /// The ids, once looked up.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<Option<IdBytes>> {
+        self.0.get().copied()
+    }
+
+    /// Keeps the ids (another thread's event in the same span may have been first: the
+    /// same answer).
+    pub(crate) fn keep(&self, ids: Option<IdBytes>) {
+        let _ = self.0.set(ids);
+    }
 }
 
-/// Looks up the ids of the event's span and keeps them in its extensions. The caller must
-/// hold no guard of the span's extensions (the lookup takes them).
-#[cold]
-#[inline(never)]
-pub(crate) fn resolve<R>(span: &SpanRef<'_, R>, slot: &DispatchSlot) -> Option<IdBytes>
+/// The ids kept on their own in a span's extensions, if any.
+pub(crate) fn cached(extensions: &Extensions<'_>) -> Option<Option<IdBytes>> {
+    extensions.get::<KeptIds>().and_then(KeptIds::get)
+}
+
+/// Keeps `ids` on their own in the span's extensions. The caller must hold no guard of them.
+pub(crate) fn keep_alone<R>(span: &SpanRef<'_, R>, ids: Option<IdBytes>)
 where
     R: for<'a> LookupSpan<'a>,
 {
-    let ids = lookup(span, &slot.dispatch());
     let mut extensions = span.extensions_mut();
-    // Another thread's event in the same span may have been first: same answer.
-    if extensions.get_mut::<SpanTrace>().is_none() {
-        extensions.insert(SpanTrace(ids));
+    match extensions.get_mut::<KeptIds>() {
+        Some(kept) => kept.keep(ids),
+        None => {
+            let kept = KeptIds::default();
+            kept.keep(ids);
+            extensions.insert(kept);
+        }
     }
-    ids
 }
 
 /// The ids of the innermost span of `span`'s scope that tracing-opentelemetry's layer saw
 /// (one that a per-layer filter hid from it belongs to its nearest visible parent's span),
 /// if its span context is valid. Sampled or not: a span that is not sampled still has ids,
-/// which tie its records together.
-fn lookup<R>(span: &SpanRef<'_, R>, dispatch: &Dispatch) -> Option<IdBytes>
+/// which tie its records together. The caller must hold no guard of the scope's
+/// extensions (`get_otel_context` takes them).
+#[cold]
+#[inline(never)]
+pub(crate) fn lookup<R>(span: &SpanRef<'_, R>, slot: &DispatchSlot) -> Option<IdBytes>
 where
     R: for<'a> LookupSpan<'a>,
 {
+    let dispatch = slot.dispatch();
     for span in span.scope() {
-        let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), dispatch) else {
+        let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch) else {
             continue;
         };
         let otel = cx.span();

@@ -73,6 +73,7 @@ impl TraceIds {
     }
 
     /// The compact form's 24 bytes.
+    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))] // the layer's capture
     pub(crate) fn to_bytes(self) -> [u8; TRACE_BYTES] {
         let mut out = [0; TRACE_BYTES];
         out[..16].copy_from_slice(&self.trace_id);
