@@ -189,7 +189,8 @@ impl SinkLayer {
         let spans = scope.from_root();
         // The innermost span, the event's own, comes last; its trace ids follow the chain.
         #[cfg(feature = "opentelemetry")]
-        let (leaf, mut trace, mut unresolved) = (spans.size_hint().0, None, None);
+        let (leaf, mut trace, mut unresolved) =
+            (spans.size_hint().0, crate::otel::Known::Ids(None), None);
         // At most 255 metadata in all: the event's and 254 spans'.
         for span in spans.take(254) {
             let extensions = span.extensions();
@@ -200,8 +201,8 @@ impl SinkLayer {
             count += 1;
             #[cfg(feature = "opentelemetry")]
             if usize::from(count) == leaf {
-                trace = kept.and_then(|f| f.trace.get());
-                if trace.is_none() {
+                trace = kept.map_or(crate::otel::Known::NotYet, |f| f.trace.get());
+                if let crate::otel::Known::NotYet = trace {
                     drop(extensions);
                     unresolved = Some(span);
                 }
@@ -210,9 +211,10 @@ impl SinkLayer {
         buf.bytes[count_at] = count;
         #[cfg(feature = "opentelemetry")]
         {
-            let ids = match unresolved {
-                Some(span) => self.resolve_ids(&span),
-                None => trace.flatten(),
+            let ids = match (unresolved, trace) {
+                (Some(span), _) => self.resolve_ids(&span),
+                (None, crate::otel::Known::Ids(ids)) => ids,
+                (None, crate::otel::Known::NotYet) => None,
             };
             if let Some(ids) = ids {
                 compact::push_trace(&mut buf.bytes, EVENT_HEADER, &ids);
@@ -238,8 +240,8 @@ impl SinkLayer {
             }
         };
         let ids = match cached {
-            Some(ids) => ids,
-            None => self.resolve_ids(&span),
+            crate::otel::Known::Ids(ids) => ids,
+            crate::otel::Known::NotYet => self.resolve_ids(&span),
         };
         if let Some(ids) = ids {
             compact::push_trace(&mut buf.bytes, EVENT_HEADER, &ids);

@@ -66,11 +66,20 @@ impl fmt::Debug for DispatchSlot {
 #[derive(Default)]
 pub(crate) struct KeptIds(OnceLock<Option<IdBytes>>);
 
+/// What is known of a span's ids.
+#[derive(Clone, Copy)]
+pub(crate) enum Known {
+    /// Not looked up yet: call [`lookup`].
+    NotYet,
+    /// Looked up: the ids, or `None` for a span without a valid context.
+    Ids(Option<IdBytes>),
+}
+
 impl KeptIds {
     /// The ids, once looked up.
     #[inline]
-    pub(crate) fn get(&self) -> Option<Option<IdBytes>> {
-        self.0.get().copied()
+    pub(crate) fn get(&self) -> Known {
+        self.0.get().map_or(Known::NotYet, |&ids| Known::Ids(ids))
     }
 
     /// Keeps the ids (another thread's event in the same span may have been first: the
@@ -81,8 +90,10 @@ impl KeptIds {
 }
 
 /// The ids kept on their own in a span's extensions, if any.
-pub(crate) fn cached(extensions: &Extensions<'_>) -> Option<Option<IdBytes>> {
-    extensions.get::<KeptIds>().and_then(KeptIds::get)
+pub(crate) fn cached(extensions: &Extensions<'_>) -> Known {
+    extensions
+        .get::<KeptIds>()
+        .map_or(Known::NotYet, KeptIds::get)
 }
 
 /// Keeps `ids` on their own in the span's extensions. The caller must hold no guard of them.
@@ -91,13 +102,12 @@ where
     R: for<'a> LookupSpan<'a>,
 {
     let mut extensions = span.extensions_mut();
-    match extensions.get_mut::<KeptIds>() {
-        Some(kept) => kept.keep(ids),
-        None => {
-            let kept = KeptIds::default();
-            kept.keep(ids);
-            extensions.insert(kept);
-        }
+    if let Some(kept) = extensions.get_mut::<KeptIds>() {
+        kept.keep(ids);
+    } else {
+        let kept = KeptIds::default();
+        kept.keep(ids);
+        extensions.insert(kept);
     }
 }
 

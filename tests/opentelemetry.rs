@@ -109,27 +109,24 @@ fn assert_ids(line: &Json, entry: &ReceivedEntry, ids: Option<&(String, String)>
         ids.is_some(),
         "{entry:?}"
     );
-    match ids {
-        Some((trace, span)) => {
-            assert_eq!(trace.len(), 32);
-            assert_eq!(span.len(), 16);
-            assert!(trace
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-            assert_eq!(line["trace_id"].as_str(), Some(trace.as_str()), "{message}");
-            assert_eq!(line["span_id"].as_str(), Some(span.as_str()), "{message}");
-            assert_eq!(
-                entry.metadata("trace_id"),
-                Some(trace.as_str()),
-                "{message}"
-            );
-            assert_eq!(entry.metadata("span_id"), Some(span.as_str()), "{message}");
-        }
-        None => {
-            assert!(line.get("trace_id").is_none(), "{line}");
-            assert!(line.get("span_id").is_none(), "{line}");
-            assert_eq!(entry.metadata("span_id"), None, "{entry:?}");
-        }
+    if let Some((trace, span)) = ids {
+        assert_eq!(trace.len(), 32);
+        assert_eq!(span.len(), 16);
+        assert!(trace
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_eq!(line["trace_id"].as_str(), Some(trace.as_str()), "{message}");
+        assert_eq!(line["span_id"].as_str(), Some(span.as_str()), "{message}");
+        assert_eq!(
+            entry.metadata("trace_id"),
+            Some(trace.as_str()),
+            "{message}"
+        );
+        assert_eq!(entry.metadata("span_id"), Some(span.as_str()), "{message}");
+    } else {
+        assert!(line.get("trace_id").is_none(), "{line}");
+        assert!(line.get("span_id").is_none(), "{line}");
+        assert_eq!(entry.metadata("span_id"), None, "{entry:?}");
     }
     // Never labels, and not repeated in the Loki line: they are its metadata.
     assert!(entry.label("trace_id").is_none() && entry.label("span_id").is_none());

@@ -132,7 +132,7 @@ impl LineCache {
                 None => json::write_record(out, record, Some(&mut self.timestamps), true),
             },
             RecordRef::Owned(_) => {
-                json::write_record(out, record, Some(&mut self.timestamps), true)
+                json::write_record(out, record, Some(&mut self.timestamps), true);
             }
         }
         out.push(b'\n');
