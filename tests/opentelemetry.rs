@@ -359,3 +359,37 @@ async fn events_on_other_threads_in_a_span_get_its_ids() {
         assert_ids(line, entry, Some(&ids));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_layer_behind_a_per_layer_filter_or_in_a_box_finds_the_ids() {
+    // Both pass the subscriber's dispatch on to the layer (`on_register_dispatch`).
+    let sinks = Sinks::new(Format::Json).await;
+    let provider = provider(Sampler::AlwaysOn);
+    let filtered = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+        .with(
+            sinks
+                .layer()
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        );
+    let ids = tracing::subscriber::with_default(filtered, || {
+        let span = tracing::info_span!("filtered");
+        let _s = span.enter();
+        tracing::debug!("filtered out");
+        tracing::info!("through the filter");
+        otel_ids(&span)
+    });
+    let boxed = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+        .with(Box::new(sinks.layer()));
+    let boxed_ids = tracing::subscriber::with_default(boxed, || {
+        let span = tracing::info_span!("boxed");
+        let _s = span.enter();
+        tracing::info!("through a box");
+        otel_ids(&span)
+    });
+    let (lines, entries) = sinks.delivered().await;
+    assert_eq!(lines.len(), 2);
+    assert_ids(&lines[0], &entries[0], Some(&ids));
+    assert_ids(&lines[1], &entries[1], Some(&boxed_ids));
+}
