@@ -312,6 +312,8 @@ mod tests {
         cache: Arc<Mutex<LineCache>>,
         lines: Arc<Mutex<Vec<(String, String)>>>,
         location: bool,
+        /// End each event with these trace ids, as the layer does in a span.
+        trace: Option<[u8; 24]>,
     }
 
     struct SpanBytes(Vec<u8>);
@@ -353,6 +355,9 @@ mod tests {
                     metas.push(span.metadata());
                     bytes[count_at] += 1;
                 }
+            }
+            if let Some(ids) = self.trace {
+                crate::record::compact::push_trace(&mut bytes, 0, &ids);
             }
             let record = RecordRef::Event(EventRef::new(&bytes, &metas));
             let mut generic = Vec::new();
@@ -436,6 +441,33 @@ mod tests {
             let _e = empty.enter();
             tracing::info!("deep");
         }));
+    }
+
+    #[test]
+    fn cached_lines_match_with_trace_ids() {
+        let mut ids = [0xab_u8; 24];
+        ids[16..].copy_from_slice(&[0, 1, 2, 3, 4, 5, 6, 0xff]);
+        let layer = Both {
+            trace: Some(ids),
+            ..Both::default()
+        };
+        let lines = layer.lines.clone();
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let span = tracing::info_span!("s", a = 1_u64);
+            let _s = span.enter();
+            tracing::info!(b = 2_u64, "in a span");
+            tracing::info!("no fields");
+        });
+        let lines = lines.lock().unwrap().clone();
+        assert_same(&lines);
+        assert!(lines[0].1.contains(
+            r#""fields":{"b":2},"trace_id":"abababababababababababababababab","span_id":"00010203040506ff","spans":"#
+        ), "{}", lines[0].1);
+        assert!(
+            lines[1].1.contains(r#""fields":{},"trace_id":"#),
+            "{}",
+            lines[1].1
+        );
     }
 
     #[test]
