@@ -42,6 +42,10 @@ use crate::sink::Sink;
 ///   is never handed back to that same sink. It may still go to the *other* sinks (the Loki
 ///   sink's `push_complete` events written to the file sink, for dashboards); turn that off
 ///   with [`with_sinkwatch_events(false)`](Self::with_sinkwatch_events).
+/// - **Trace ids** (feature `opentelemetry`). With tracing-opentelemetry's layer in the
+///   subscriber, an event inside a span carries the span's OpenTelemetry `trace_id` and
+///   `span_id` ([`TraceIds`](crate::TraceIds)), looked up once per span and copied (24 bytes)
+///   per event; see [the Loki guide](crate::guide::loki_sink#trace-ids-and-grafana).
 /// - **Composes.** Use the usual filters: `EnvFilter` on the whole stack, or a per-layer
 ///   filter (`.with_filter(LevelFilter::WARN)`) to give one sink only some events. For
 ///   different filters per sink, add one `SinkLayer` per sink.
@@ -201,7 +205,11 @@ impl SinkLayer {
             count += 1;
             #[cfg(feature = "opentelemetry")]
             if usize::from(count) == leaf {
-                trace = kept.map_or(crate::otel::Known::NotYet, |f| f.trace.get());
+                trace = match kept {
+                    Some(f) => f.trace.get(),
+                    // A span this layer kept no fields for (made before it saw spans).
+                    None => crate::otel::cached(&extensions),
+                };
                 if let crate::otel::Known::NotYet = trace {
                     drop(extensions);
                     unresolved = Some(span);
