@@ -9,6 +9,8 @@ use tracing::span::{Attributes, Id, Record as SpanValues};
 use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
+#[cfg(feature = "opentelemetry")]
+use tracing_subscriber::registry::SpanRef;
 
 use crate::events;
 use crate::pipe::{self, Patience, Producer, EVENT_HEADER};
@@ -40,6 +42,10 @@ use crate::sink::Sink;
 ///   is never handed back to that same sink. It may still go to the *other* sinks (the Loki
 ///   sink's `push_complete` events written to the file sink, for dashboards); turn that off
 ///   with [`with_sinkwatch_events(false)`](Self::with_sinkwatch_events).
+/// - **Trace ids** (feature `opentelemetry`). With tracing-opentelemetry's layer in the
+///   subscriber, an event inside a span carries the span's OpenTelemetry `trace_id` and
+///   `span_id` ([`TraceIds`](crate::TraceIds)), looked up once per span and copied (24 bytes)
+///   per event; see [the Loki guide](crate::guide::loki_sink#trace-ids-and-grafana).
 /// - **Composes.** Use the usual filters: `EnvFilter` on the whole stack, or a per-layer
 ///   filter (`.with_filter(LevelFilter::WARN)`) to give one sink only some events. For
 ///   different filters per sink, add one `SinkLayer` per sink.
@@ -87,6 +93,9 @@ pub struct SinkLayer {
     /// Set once any span was created under this layer: until then an event has no span
     /// chain to look up (a registry lookup per event saved).
     saw_span: Arc<std::sync::atomic::AtomicBool>,
+    /// The subscriber's dispatch, for tracing-opentelemetry's context lookup.
+    #[cfg(feature = "opentelemetry")]
+    dispatch: crate::otel::DispatchSlot,
 }
 
 impl SinkLayer {
@@ -109,6 +118,8 @@ impl SinkLayer {
             sinkwatch_events: true,
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             saw_span: Arc::default(),
+            #[cfg(feature = "opentelemetry")]
+            dispatch: crate::otel::DispatchSlot::default(),
         }
     }
 
@@ -169,24 +180,103 @@ impl SinkLayer {
         };
         let Some(scope) = scope else {
             buf.bytes.push(0);
+            #[cfg(feature = "opentelemetry")]
+            if !self.spans && self.saw_span.load(Ordering::Relaxed) {
+                self.capture_trace_alone(event, ctx, buf);
+            }
             pipe::seal_event(&mut buf.bytes, 1);
             return;
         };
         let count_at = buf.bytes.len();
         buf.bytes.push(0);
         let mut count = 0_u8;
+        let spans = scope.from_root();
+        // The innermost span, the event's own, comes last; its trace ids follow the chain.
+        #[cfg(feature = "opentelemetry")]
+        let (leaf, mut trace, mut unresolved) =
+            (spans.size_hint().0, crate::otel::Known::Ids(None), None);
         // At most 255 metadata in all: the event's and 254 spans'.
-        for span in scope.from_root().take(254) {
+        for span in spans.take(254) {
             let extensions = span.extensions();
-            let fields = extensions
-                .get::<SpanFields>()
-                .map_or(EMPTY_FIELDS, |f| &f.bytes[..]);
+            let kept = extensions.get::<SpanFields>();
+            let fields = kept.map_or(EMPTY_FIELDS, |f| &f.bytes[..]);
             compact::push_span(&mut buf.bytes, fields);
             buf.metas.push(span.metadata());
             count += 1;
+            #[cfg(feature = "opentelemetry")]
+            if usize::from(count) == leaf {
+                trace = match kept {
+                    Some(f) => f.trace.get(),
+                    // A span this layer kept no fields for (made before it saw spans).
+                    None => crate::otel::cached(&extensions),
+                };
+                if let crate::otel::Known::NotYet = trace {
+                    drop(extensions);
+                    unresolved = Some(span);
+                }
+            }
         }
         buf.bytes[count_at] = count;
+        #[cfg(feature = "opentelemetry")]
+        {
+            let ids = match (unresolved, trace) {
+                (Some(span), _) => self.resolve_ids(&span),
+                (None, crate::otel::Known::Ids(ids)) => ids,
+                (None, crate::otel::Known::NotYet) => None,
+            };
+            if let Some(ids) = ids {
+                compact::push_trace(&mut buf.bytes, EVENT_HEADER, &ids);
+            }
+        }
         pipe::seal_event(&mut buf.bytes, buf.metas.len());
+    }
+
+    /// The event's trace ids without its span chain (`with_spans(false)`).
+    #[cfg(feature = "opentelemetry")]
+    fn capture_trace_alone<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, buf: &mut Scratch)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Some(span) = ctx.event_span(event) else {
+            return;
+        };
+        let cached = {
+            let extensions = span.extensions();
+            match extensions.get::<SpanFields>() {
+                Some(kept) => kept.trace.get(),
+                None => crate::otel::cached(&extensions),
+            }
+        };
+        let ids = match cached {
+            crate::otel::Known::Ids(ids) => ids,
+            crate::otel::Known::NotYet => self.resolve_ids(&span),
+        };
+        if let Some(ids) = ids {
+            compact::push_trace(&mut buf.bytes, EVENT_HEADER, &ids);
+        }
+    }
+
+    /// Looks up the ids of the event's span (once per span) and keeps them with it. The
+    /// caller holds no guard of the span's extensions.
+    #[cfg(feature = "opentelemetry")]
+    #[cold]
+    #[inline(never)]
+    fn resolve_ids<R>(&self, span: &SpanRef<'_, R>) -> Option<crate::otel::IdBytes>
+    where
+        R: for<'a> LookupSpan<'a>,
+    {
+        let ids = crate::otel::lookup(span, &self.dispatch);
+        let kept = {
+            let extensions = span.extensions();
+            extensions
+                .get::<SpanFields>()
+                .map(|fields| fields.trace.keep(ids))
+                .is_some()
+        };
+        if !kept {
+            crate::otel::keep_alone(span, ids);
+        }
+        ids
     }
 }
 
@@ -231,7 +321,15 @@ impl<S> tracing_subscriber::Layer<S> for SinkLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    #[cfg(feature = "opentelemetry")]
+    fn on_register_dispatch(&self, dispatch: &tracing::Dispatch) {
+        self.dispatch.register(dispatch);
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        // Without the span chain, an event in a span still carries the span's trace ids.
+        #[cfg(feature = "opentelemetry")]
+        self.saw_span.store(true, Ordering::Relaxed);
         if !self.spans {
             return;
         }
@@ -247,6 +345,8 @@ where
             extensions.insert(SpanFields {
                 owner: self.id,
                 bytes,
+                #[cfg(feature = "opentelemetry")]
+                trace: crate::otel::KeptIds::default(),
             });
         }
     }
@@ -310,6 +410,9 @@ where
 struct SpanFields {
     owner: usize,
     bytes: Vec<u8>,
+    /// The span's trace ids, once the first event in it looked them up.
+    #[cfg(feature = "opentelemetry")]
+    trace: crate::otel::KeptIds,
 }
 
 #[cfg(all(test, feature = "file"))]

@@ -66,6 +66,10 @@
 //! - `testing`: the event waiter and the Loki-compatible receiver, for tests.
 //! - `metrics`: the sinks' health through the `metrics` facade, for any recorder
 //!   ([`metrics`], [`guide::metrics`]).
+//! - `opentelemetry`: with tracing-opentelemetry's layer in the subscriber, each record
+//!   [`SinkLayer`] captures inside a span carries that span's `trace_id` and `span_id`
+//!   ([`TraceIds`]): fields of the file sink's lines, structured metadata of Loki entries
+//!   ([`guide::file_sink`], [`guide::loki_sink`]).
 //!
 //! # Supported Rust
 //!
@@ -94,6 +98,8 @@ mod layer;
 pub mod metrics;
 #[cfg(not(feature = "metrics"))]
 mod metrics;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 mod overflow;
 mod pipe;
 mod record;
@@ -107,7 +113,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use guard::ShutdownGuard;
 pub use layer::SinkLayer;
 pub use overflow::OverflowPolicy;
-pub use record::{Record, SpanInfo, Value};
+pub use record::{Record, SpanInfo, TraceIds, Value};
 pub use sink::{BoxFuture, Sink};
 #[cfg(feature = "file")]
 pub use sink::{

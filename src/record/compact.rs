@@ -12,6 +12,7 @@
 //!
 //! ```text
 //! u64 time (ns since the epoch) | u8 flags | fields | u8 spans | per span: u32 len, fields
+//!   | with FLAG_TRACE: 16 bytes trace id, 8 bytes span id (the last 24 bytes)
 //! fields = u16 count, then per field: u8 kind, u8 index into the callsite's fields, value
 //! ```
 //!
@@ -40,6 +41,8 @@ pub(super) const LOG_TARGET: u8 = 8;
 
 /// Flag: the reader may show the callsite's file and line.
 pub(crate) const FLAG_LOCATION: u8 = 1;
+/// Flag: the event ends with its span's OpenTelemetry ids ([`push_trace`]).
+pub(crate) const FLAG_TRACE: u8 = 2;
 
 /// Starts an event's encoding at the end of `out`: `header` bytes left for the queue (see
 /// `queue::seal_event`), the time (ns since the epoch) and flags, in one copy; returns the
@@ -80,6 +83,17 @@ pub(crate) fn push_span(out: &mut Vec<u8>, fields: &[u8]) {
     let len = u32::try_from(fields.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&fields[..len as usize]);
+}
+
+/// Ends an event begun by [`begin_event`] (with the same `header`) with its span's trace
+/// ids, after its span chain: 24 fixed bytes and a flag bit, formatted as hex on the worker.
+#[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))] // the layer's only caller
+#[inline]
+pub(crate) fn push_trace(out: &mut Vec<u8>, header: usize, ids: &[u8; super::trace::TRACE_BYTES]) {
+    if let Some(flags) = out.get_mut(header + 8) {
+        *flags |= FLAG_TRACE;
+        out.extend_from_slice(ids);
+    }
 }
 
 /// Encodes fields as a `Visit`or: for an event (the message and `log.*` bookkeeping are
@@ -348,6 +362,15 @@ impl<'a> EventRef<'a> {
             return None;
         }
         self.meta().and_then(Metadata::line)
+    }
+
+    /// The span's OpenTelemetry ids, if the layer captured them (the last 24 bytes).
+    pub(crate) fn trace_ids(&self) -> Option<super::TraceIds> {
+        if self.flags() & FLAG_TRACE == 0 {
+            return None;
+        }
+        let at = self.bytes.len().checked_sub(super::trace::TRACE_BYTES)?;
+        super::TraceIds::from_bytes(&self.bytes[at..])
     }
 }
 

@@ -416,11 +416,13 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Writes the record as one JSON object (no newline). `ts` is `None` for the untimed form
-/// (Loki entries carry the time on their own).
+/// (Loki entries carry the time on their own); `trace` says whether its trace ids are written
+/// (Loki entries carry them as structured metadata instead).
 pub(crate) fn write_record(
     out: &mut Vec<u8>,
     record: &RecordRef<'_>,
     ts: Option<&mut TimestampCache>,
+    trace: bool,
 ) {
     out.push(b'{');
     if let Some(ts) = ts {
@@ -436,6 +438,9 @@ pub(crate) fn write_record(
     write_json_bytes(out, record.message_bytes());
     out.extend_from_slice(b",\"fields\":");
     write_object(out, record.fields());
+    if let Some(ids) = record.trace_ids().filter(|_| trace) {
+        write_trace_ids(out, ids);
+    }
     let mut spans = record.spans().peekable();
     if spans.peek().is_some() {
         out.extend_from_slice(b",\"spans\":[");
@@ -460,6 +465,19 @@ pub(crate) fn write_record(
         write_u64(out, u64::from(line));
     }
     out.push(b'}');
+}
+
+/// Appends `,"trace_id":"…","span_id":"…"` (lowercase hex), in one copy of constant size.
+pub(crate) fn write_trace_ids(out: &mut Vec<u8>, ids: super::TraceIds) {
+    const TRACE: &[u8; 13] = b",\"trace_id\":\"";
+    const SPAN: &[u8; 13] = b"\",\"span_id\":\"";
+    let (trace, span) = ids.hex();
+    let mut piece = [b'"'; 75];
+    piece[..13].copy_from_slice(TRACE);
+    piece[13..45].copy_from_slice(&trace);
+    piece[45..58].copy_from_slice(SPAN);
+    piece[58..74].copy_from_slice(&span);
+    out.extend_from_slice(&piece);
 }
 
 fn write_object<'a>(out: &mut Vec<u8>, fields: impl Iterator<Item = (&'a str, ValueRef<'a>)>) {

@@ -129,9 +129,11 @@ impl LineCache {
         match record {
             RecordRef::Event(event) => match event.meta() {
                 Some(meta) => return self.write_event(out, event, meta),
-                None => json::write_record(out, record, Some(&mut self.timestamps)),
+                None => json::write_record(out, record, Some(&mut self.timestamps), true),
             },
-            RecordRef::Owned(_) => json::write_record(out, record, Some(&mut self.timestamps)),
+            RecordRef::Owned(_) => {
+                json::write_record(out, record, Some(&mut self.timestamps), true);
+            }
         }
         out.push(b'\n');
     }
@@ -212,6 +214,9 @@ impl LineCache {
         }
         out.extend_from_slice(b",\"fields\":");
         write_fields(out, site, &mut fields);
+        if let Some(ids) = event.trace_ids() {
+            json::write_trace_ids(out, ids);
+        }
         let mut spans = EncodedSpans::after(fields.rest(), event.span_metas()).peekable();
         if spans.peek().is_some() {
             out.extend_from_slice(b",\"spans\":[");
@@ -307,6 +312,8 @@ mod tests {
         cache: Arc<Mutex<LineCache>>,
         lines: Arc<Mutex<Vec<(String, String)>>>,
         location: bool,
+        /// End each event with these trace ids, as the layer does in a span.
+        trace: Option<[u8; 24]>,
     }
 
     struct SpanBytes(Vec<u8>);
@@ -349,9 +356,17 @@ mod tests {
                     bytes[count_at] += 1;
                 }
             }
+            if let Some(ids) = self.trace {
+                crate::record::compact::push_trace(&mut bytes, 0, &ids);
+            }
             let record = RecordRef::Event(EventRef::new(&bytes, &metas));
             let mut generic = Vec::new();
-            json::write_record(&mut generic, &record, Some(&mut TimestampCache::default()));
+            json::write_record(
+                &mut generic,
+                &record,
+                Some(&mut TimestampCache::default()),
+                true,
+            );
             let mut cached = Vec::new();
             self.cache
                 .lock()
@@ -426,6 +441,33 @@ mod tests {
             let _e = empty.enter();
             tracing::info!("deep");
         }));
+    }
+
+    #[test]
+    fn cached_lines_match_with_trace_ids() {
+        let mut ids = [0xab_u8; 24];
+        ids[16..].copy_from_slice(&[0, 1, 2, 3, 4, 5, 6, 0xff]);
+        let layer = Both {
+            trace: Some(ids),
+            ..Both::default()
+        };
+        let lines = layer.lines.clone();
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let span = tracing::info_span!("s", a = 1_u64);
+            let _s = span.enter();
+            tracing::info!(b = 2_u64, "in a span");
+            tracing::info!("no fields");
+        });
+        let lines = lines.lock().unwrap().clone();
+        assert_same(&lines);
+        assert!(lines[0].1.contains(
+            r#""fields":{"b":2},"trace_id":"abababababababababababababababab","span_id":"00010203040506ff","spans":"#
+        ), "{}", lines[0].1);
+        assert!(
+            lines[1].1.contains(r#""fields":{},"trace_id":"#),
+            "{}",
+            lines[1].1
+        );
     }
 
     #[test]

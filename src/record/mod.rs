@@ -10,11 +10,13 @@ pub(crate) mod clock;
 pub(crate) mod compact;
 pub(crate) mod json;
 mod lines;
+mod trace;
 
 pub(crate) use compact::EventRef;
 #[allow(unused_imports)] // each sink uses some
 pub(crate) use json::{civil_from_days, write_json_str, write_u64, TimestampCache};
 pub(crate) use lines::LineCache;
+pub use trace::TraceIds;
 
 /// A typed field value in a [`Record`].
 ///
@@ -197,6 +199,9 @@ pub struct Record {
     pub file: Option<&'static str>,
     /// Source line, if captured.
     pub line: Option<u32>,
+    /// The OpenTelemetry ids of the span the record was logged in, if any (see
+    /// [`with_trace_ids`](Self::with_trace_ids)).
+    pub trace: Option<TraceIds>,
 }
 
 impl Record {
@@ -211,7 +216,32 @@ impl Record {
             spans: Vec::new(),
             file: None,
             line: None,
+            trace: None,
         }
+    }
+
+    /// Sets the OpenTelemetry ids the record carries: the sinks write them as `trace_id`
+    /// and `span_id` (JSON and text lines, Loki structured metadata), as they do for an
+    /// event that [`SinkLayer`](crate::SinkLayer) captured inside a span (feature
+    /// `opentelemetry`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sinkwatch::{Record, TraceIds};
+    /// use tracing::Level;
+    ///
+    /// let ids = TraceIds::new([0x4b; 16], [0x0c; 8]).unwrap();
+    /// let record = Record::new(Level::INFO, "paid").with_trace_ids(ids);
+    /// let mut line = Vec::new();
+    /// record.write_json(&mut line);
+    /// let line = String::from_utf8(line).unwrap();
+    /// assert!(line.contains(r#""trace_id":"4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b","span_id":"0c0c0c0c0c0c0c0c""#));
+    /// ```
+    #[must_use]
+    pub fn with_trace_ids(mut self, ids: TraceIds) -> Self {
+        self.trace = Some(ids);
+        self
     }
 
     /// Sets the target.
@@ -285,7 +315,8 @@ impl Record {
     /// Writes the record as one JSON object (no trailing newline) into `out`.
     ///
     /// The layout is `{"timestamp":…,"level":…,"target":…,"message":…,"fields":{…}}`, with
-    /// `"spans":[…]`, `"file"` and `"line"` added when present. The timestamp is RFC 3339 in
+    /// `"trace_id"` and `"span_id"` (after the fields), `"spans":[…]`, `"file"` and `"line"`
+    /// added when present. The timestamp is RFC 3339 in
     /// UTC with nanoseconds. Control characters in strings are escaped, so the output never
     /// contains a raw newline. The level is uppercase, as `tracing` prints it (`"WARN"`).
     pub fn write_json(&self, out: &mut Vec<u8>) {
@@ -293,6 +324,7 @@ impl Record {
             out,
             &RecordRef::Owned(self),
             Some(&mut TimestampCache::default()),
+            true,
         );
     }
 }
@@ -419,6 +451,14 @@ impl<'a> RecordRef<'a> {
         match self {
             RecordRef::Owned(r) => r.line,
             RecordRef::Event(e) => e.line(),
+        }
+    }
+
+    /// The OpenTelemetry ids the record carries.
+    pub(crate) fn trace_ids(&self) -> Option<TraceIds> {
+        match self {
+            RecordRef::Owned(r) => r.trace,
+            RecordRef::Event(e) => e.trace_ids(),
         }
     }
 }

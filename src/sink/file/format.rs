@@ -20,7 +20,8 @@ pub enum Format {
     /// One JSON object per line, as [`Record::write_json`](crate::Record::write_json) writes it. The default.
     #[default]
     Json,
-    /// Human-readable text: `time LEVEL target: message key=value …`. Strings that contain
+    /// Human-readable text: `time LEVEL target: message key=value …`, and last
+    /// `trace_id=… span_id=…` for a record that carries trace ids. Strings that contain
     /// spaces, quotes, `=` or control characters are quoted and escaped, so a record is
     /// always exactly one line.
     Text,
@@ -66,6 +67,13 @@ fn write_text(record: &RecordRef<'_>, out: &mut Vec<u8>, ts: &mut TimestampCache
                 let _ = write!(out, "{other}");
             }
         }
+    }
+    if let Some(ids) = record.trace_ids() {
+        let (trace, span) = ids.hex();
+        out.extend_from_slice(b" trace_id=");
+        out.extend_from_slice(&trace);
+        out.extend_from_slice(b" span_id=");
+        out.extend_from_slice(&span);
     }
 }
 
@@ -123,6 +131,23 @@ mod tests {
             line(Format::Text, &record()),
             "2023-11-14T22:13:20.000000000Z  INFO shop: order placed id=7 who=\"a b\" ok=true\n"
         );
+    }
+
+    #[test]
+    fn trace_ids_end_a_text_line_and_follow_the_fields_in_json() {
+        let ids = crate::TraceIds::new([0xab; 16], [0x12; 8]).unwrap();
+        let r = record().with_trace_ids(ids);
+        assert_eq!(
+            line(Format::Text, &r),
+            "2023-11-14T22:13:20.000000000Z  INFO shop: order placed id=7 who=\"a b\" ok=true \
+             trace_id=abababababababababababababababab span_id=1212121212121212\n"
+        );
+        let json = line(Format::Json, &r);
+        assert!(json.contains(
+            r#""ok":true},"trace_id":"abababababababababababababababab","span_id":"1212121212121212"}"#
+        ));
+        assert!(!line(Format::Text, &record()).contains("trace_id"));
+        assert!(!line(Format::Json, &record()).contains("trace_id"));
     }
 
     #[test]

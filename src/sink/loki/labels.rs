@@ -286,12 +286,28 @@ impl Labeler {
     }
 
     /// Appends the record's structured metadata, in the configured order, encoded as an
-    /// entry's `structuredMetadata` fields (`encode::put_metadata`). Pairs that would take
-    /// the entry past Loki's 64 KiB limit are left out. Costs nothing when no metadata
-    /// field is configured.
+    /// entry's `structuredMetadata` fields (`encode::put_metadata`), then the record's
+    /// OpenTelemetry ids as `trace_id` and `span_id` (lowercase hex, as Loki's OTLP
+    /// ingestion stores them; a record that carries ids takes those names from them, not
+    /// from a configured field of the same name). Pairs that would take the entry past
+    /// Loki's 64 KiB limit are left out. Costs nothing when no metadata field is configured
+    /// and the record carries no ids.
     pub(crate) fn metadata_into(&self, record: &RecordRef<'_>, out: &mut Vec<u8>) {
+        let ids = record.trace_ids();
         let mut size = 0;
+        if let Some(ids) = ids {
+            let (trace, span) = ids.hex();
+            // Hex digits are ASCII, so always UTF-8.
+            let trace = std::str::from_utf8(&trace).unwrap_or_default();
+            let span = std::str::from_utf8(&span).unwrap_or_default();
+            size += TRACE_ID.len() + trace.len() + SPAN_ID.len() + span.len();
+            encode::put_metadata(out, TRACE_ID, trace);
+            encode::put_metadata(out, SPAN_ID, span);
+        }
         for name in &self.metadata {
+            if ids.is_some() && (name == TRACE_ID || name == SPAN_ID) {
+                continue;
+            }
             let Some(value) = field_text(record, name) else {
                 continue;
             };
@@ -303,6 +319,11 @@ impl Labeler {
         }
     }
 }
+
+/// The structured-metadata names of a record's OpenTelemetry ids (Loki's OTLP names).
+pub(crate) const TRACE_ID: &str = "trace_id";
+/// See [`TRACE_ID`].
+pub(crate) const SPAN_ID: &str = "span_id";
 
 #[cfg(test)]
 mod tests {
@@ -481,5 +502,34 @@ mod tests {
         let mut md = Vec::new();
         l.metadata_into(&RecordRef::Owned(&r), &mut md);
         assert!(md.is_empty());
+    }
+
+    #[test]
+    fn trace_ids_become_metadata_and_take_their_names_from_a_field() {
+        let l = labeler(&[], 1);
+        let ids = crate::TraceIds::new([0xab; 16], [0x01; 8]).unwrap();
+        let r = Record::new(Level::INFO, "m")
+            .with_field("trace_id", "from a field")
+            .with_trace_ids(ids);
+        let mut md = Vec::new();
+        l.metadata_into(&RecordRef::Owned(&r), &mut md);
+        let mut want = Vec::new();
+        encode::put_metadata(&mut want, "trace_id", &"ab".repeat(16));
+        encode::put_metadata(&mut want, "span_id", &"01".repeat(8));
+        assert_eq!(md, want);
+    }
+
+    #[test]
+    fn trace_ids_are_never_labels() {
+        // Not even labels taken from fields of those names: the ids are not fields.
+        let mut l = labeler(&["trace_id", "span_id"], 10);
+        let ids = crate::TraceIds::new([0xab; 16], [0x01; 8]).unwrap();
+        let r = Record::new(Level::INFO, "m").with_trace_ids(ids);
+        let set = l.labels_for(&RecordRef::Owned(&r)).unwrap();
+        assert!(
+            !set.text.contains("trace_id") && !set.text.contains("abab"),
+            "{}",
+            set.text
+        );
     }
 }

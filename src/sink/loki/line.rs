@@ -32,7 +32,9 @@ impl Lines {
         match self.format {
             // As `Record::write_json` writes it but without the timestamp: the entry
             // carries the same time, to the nanosecond, and repeating it costs bytes.
-            LineFormat::Json => json::write_record(out, record, None),
+            // Without the trace ids too: they are the entry's structured metadata, and a
+            // copy in the line would meet them again as `trace_id_extracted` in `| json`.
+            LineFormat::Json => json::write_record(out, record, None, false),
             LineFormat::Message => out.extend_from_slice(record.message_bytes()),
         }
         if out.len() <= self.max_bytes {
