@@ -115,7 +115,7 @@ pub use sink::{
     SystemClock, TimeZone,
 };
 #[cfg(feature = "loki")]
-pub use sink::{Encoding, LineFormat, LokiSink, LokiSinkBuilder, LongLines};
+pub use sink::{DiskSync, Encoding, LineFormat, LokiSink, LokiSinkBuilder, LongLines};
 pub use sink_id::SinkId;
 pub use stats::{ShutdownReport, SinkStats};
 
