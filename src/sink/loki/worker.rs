@@ -345,6 +345,8 @@ impl Worker {
     async fn drain_in_flight(&mut self) {
         loop {
             self.send_from_disk();
+            // What a failed commit just took back from the buffer.
+            self.send_batch().await;
             if self.in_flight.is_empty() {
                 return;
             }
