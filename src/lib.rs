@@ -144,6 +144,10 @@ pub mod guide {
     #[doc = include_str!("../docs/loki-sink.md")]
     pub mod loki_sink {}
 
+    #[cfg(feature = "loki")]
+    #[doc = include_str!("../docs/disk-buffer-format.md")]
+    pub mod disk_buffer {}
+
     #[doc = include_str!("../docs/operations.md")]
     pub mod operations {}
 

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use sinkwatch::events::{self, reason};
 use sinkwatch::testing::{self, Fault};
 use sinkwatch::{ErrorKind, LokiSink, LokiSinkBuilder, OverflowPolicy, Record};
-use support::{drops, ev, receiver, record, sink_for};
+use support::{drops, ev, receiver, record, shut, sink_for};
 use tracing::Level;
 
 /// A test sink for `url` with a disk buffer in `dir`.
@@ -26,16 +26,14 @@ fn disk_sink(receiver: &testing::LokiReceiver, dir: &Path) -> LokiSinkBuilder {
 /// Bytes of the buffer's files in `dir` (segments and settlement log; the lock file is a
 /// few bytes and not counted by the cap).
 fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.file_name() != "lock")
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() != "lock")
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    })
 }
 
 /// Asserts `accepted + replayed == delivered + dropped + persisted`.
@@ -68,10 +66,10 @@ async fn a_restart_delivers_what_the_last_process_left_first_and_in_order() {
     for i in 0..100 {
         first.try_write(record(format!("old {i}"))).unwrap();
     }
-    let report = first.shutdown(Duration::from_millis(300)).await;
-    assert_eq!(report.stats.persisted, 100, "{:?}", report.stats);
-    assert_eq!(report.stats.dropped, 0, "{:?}", report.stats);
-    assert_identity(&report.stats);
+    let stats = shut(&first, Duration::from_millis(300)).await;
+    assert_eq!(stats.persisted, 100, "{stats:?}");
+    assert_eq!(stats.dropped, 0, "{stats:?}");
+    assert_identity(&stats);
 
     receiver.restart().await.unwrap();
     let events = testing::watch();
@@ -101,10 +99,10 @@ async fn a_restart_delivers_what_the_last_process_left_first_and_in_order() {
         .chain((0..10).map(|i| format!("new {i}")))
         .collect();
     assert_eq!(receiver.lines(), expected);
-    let report = second.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(report.stats.delivered, 110, "{:?}", report.stats);
-    assert_eq!(report.stats.persisted, 0, "{:?}", report.stats);
-    assert_identity(&report.stats);
+    let stats = shut(&second, Duration::from_secs(5)).await;
+    assert_eq!(stats.delivered, 110, "{stats:?}");
+    assert_eq!(stats.persisted, 0, "{stats:?}");
+    assert_identity(&stats);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +119,7 @@ async fn what_one_sink_persists_the_next_on_the_same_dir_replays_and_delivers_on
     for i in 200..500 {
         first.try_write(record(format!("r{i}"))).unwrap();
     }
-    let first_stats = first.shutdown(Duration::from_millis(300)).await.stats;
+    let first_stats = shut(&first, Duration::from_millis(300)).await;
     assert_eq!(first_stats.delivered, 200, "{first_stats:?}");
     assert_eq!(first_stats.persisted, 300, "{first_stats:?}");
     assert_eq!(first_stats.dropped, 0, "{first_stats:?}");
@@ -130,7 +128,7 @@ async fn what_one_sink_persists_the_next_on_the_same_dir_replays_and_delivers_on
     receiver.clear_faults();
     let second = disk_sink(&receiver, dir.path()).build().unwrap();
     second.flush().await.unwrap();
-    let second_stats = second.shutdown(Duration::from_secs(5)).await.stats;
+    let second_stats = shut(&second, Duration::from_secs(5)).await;
     assert_eq!(second_stats.replayed, first_stats.persisted);
     assert_eq!(second_stats.delivered, 300, "{second_stats:?}");
     assert_identity(&second_stats);
@@ -155,10 +153,10 @@ async fn a_second_sink_on_a_dir_in_use_gets_a_build_error_naming_the_holder() {
         message.contains(&format!("pid {}", std::process::id())),
         "{message}"
     );
-    first.shutdown(Duration::from_secs(5)).await;
+    shut(&first, Duration::from_secs(5)).await;
     // Once the holder is gone, the directory is free.
     let again = disk_sink(&receiver, dir.path()).build().unwrap();
-    again.shutdown(Duration::from_secs(5)).await;
+    shut(&again, Duration::from_secs(5)).await;
 }
 
 const CAP: u64 = 256 * 1024;
@@ -166,7 +164,7 @@ const CAP: u64 = 256 * 1024;
 const SEGMENT: u64 = CAP / 8;
 
 /// Writes `n` records of about 1 KiB during an outage, checking the disk after each 100.
-async fn fill_during_outage(sink: &LokiSink, dir: &Path, n: usize) {
+fn fill_during_outage(sink: &LokiSink, dir: &Path, n: usize) {
     let pad = "x".repeat(1000);
     for i in 0..n {
         let _ = sink.try_write(record(format!("{i} {pad}")));
@@ -188,8 +186,8 @@ async fn a_full_buffer_under_drop_oldest_evicts_and_reports_and_stays_under_its_
         .overflow(OverflowPolicy::DropOldest)
         .build()
         .unwrap();
-    fill_during_outage(&sink, dir.path(), 2000).await;
-    let stats = sink.shutdown(Duration::from_millis(300)).await.stats;
+    fill_during_outage(&sink, dir.path(), 2000);
+    let stats = shut(&sink, Duration::from_millis(300)).await;
     assert!(dir_bytes(dir.path()) <= CAP + SEGMENT);
     let evicted = drops(&events, sink.id())
         .get(reason::BUFFER_FULL_OLDEST)
@@ -206,7 +204,7 @@ async fn a_full_buffer_under_drop_oldest_evicts_and_reports_and_stays_under_its_
         .build()
         .unwrap();
     next.flush().await.unwrap();
-    let next_stats = next.shutdown(Duration::from_secs(5)).await.stats;
+    let next_stats = shut(&next, Duration::from_secs(5)).await;
     assert_eq!(next_stats.delivered, stats.persisted, "{next_stats:?}");
     assert!(
         receiver.lines().iter().any(|l| l.starts_with("1999 ")),
@@ -225,8 +223,8 @@ async fn a_full_buffer_under_block_holds_the_queue_whose_policy_reports_the_drop
         .queue_capacity(100)
         .build()
         .unwrap();
-    fill_during_outage(&sink, dir.path(), 2000).await;
-    let stats = sink.shutdown(Duration::from_millis(300)).await.stats;
+    fill_during_outage(&sink, dir.path(), 2000);
+    let stats = shut(&sink, Duration::from_millis(300)).await;
     assert!(dir_bytes(dir.path()) <= CAP + SEGMENT);
     let full = drops(&events, sink.id())
         .get(reason::QUEUE_FULL)
@@ -258,12 +256,12 @@ async fn a_rejected_request_is_settled_reported_and_never_replayed() {
         "{:?}",
         sink.stats()
     );
-    let stats = sink.shutdown(Duration::from_secs(5)).await.stats;
+    let stats = shut(&sink, Duration::from_secs(5)).await;
     assert_eq!(stats.persisted, 0, "{stats:?}");
     assert_identity(&stats);
     let next = disk_sink(&receiver, dir.path()).build().unwrap();
     assert_eq!(next.stats().replayed, 0);
-    next.shutdown(Duration::from_secs(5)).await;
+    shut(&next, Duration::from_secs(5)).await;
     assert_eq!(receiver.entry_count(), 0);
 }
 
@@ -308,7 +306,7 @@ async fn a_removed_directory_is_reported_the_sink_falls_back_to_memory_and_recov
     }
     sink.flush().await.unwrap();
     assert!(dir_bytes(&dir) > 0, "new records go to disk again");
-    let stats = sink.shutdown(Duration::from_secs(5)).await.stats;
+    let stats = shut(&sink, Duration::from_secs(5)).await;
     assert_eq!(stats.delivered, 30, "{stats:?}");
     assert_identity(&stats);
     let seen = arrivals(&receiver);
@@ -334,7 +332,7 @@ async fn records_older_than_max_entry_age_are_dropped_as_too_old_not_retried() {
     }
     sink.flush().await.unwrap();
     assert_eq!(drops(&events, sink.id()).get(reason::TOO_OLD), Some(&5));
-    let stats = sink.shutdown(Duration::from_secs(5)).await.stats;
+    let stats = shut(&sink, Duration::from_secs(5)).await;
     assert_eq!(stats.delivered, 5, "{stats:?}");
     assert_identity(&stats);
     let lines = receiver.lines();
@@ -388,7 +386,7 @@ async fn a_long_outage_ends_with_every_record_delivered_once_in_order() {
 
     receiver.restart().await.unwrap();
     sink.flush().await.unwrap();
-    let stats = sink.shutdown(Duration::from_secs(30)).await.stats;
+    let stats = shut(&sink, Duration::from_secs(30)).await;
     assert_eq!(stats.delivered, total, "{stats:?}");
     assert_identity(&stats);
     let mut last: BTreeMap<String, i64> = BTreeMap::new();

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use sinkwatch::testing::{Fault, LokiReceiver};
 use sinkwatch::{DiskSync, LineFormat, LokiSink, SinkLayer};
+use support::shut;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::Layer as _;
@@ -128,7 +129,7 @@ async fn restart_and_deliver(receiver: &LokiReceiver, dir: &Path) -> u64 {
         .unwrap();
     let replayed = sink.stats().replayed;
     sink.flush().await.unwrap();
-    let stats = sink.shutdown(Duration::from_secs(10)).await.stats;
+    let stats = shut(&sink, Duration::from_secs(10)).await;
     assert_eq!(stats.delivered, replayed, "{stats:?}");
     assert_eq!(stats.persisted, 0, "{stats:?}");
     replayed
@@ -164,11 +165,11 @@ async fn a_kill_during_an_outage_loses_nothing_and_duplicates_nothing() {
 async fn a_kill_with_requests_in_flight_loses_nothing_and_duplicates_only_those() {
     let receiver = support::receiver().await;
     // A slow Loki: each request takes a second, so some are in flight at the kill.
-    receiver.set_latency(Duration::from_millis(1000));
+    receiver.set_latency(Duration::from_secs(1));
     let dir = tempfile::tempdir().unwrap();
     run_and_kill_child(dir.path(), &receiver.url());
     assert!(
-        receiver.entry_count() < RECORDS as usize,
+        (receiver.entry_count() as u64) < RECORDS,
         "the kill came first"
     );
 

@@ -54,7 +54,7 @@ fn unquote(s: &str) -> Option<(String, &str)> {
                     'v' => '\u{b}',
                     'f' => '\u{c}',
                     '"' | '\\' => e,
-                    'x' => hex(&mut chars, 2).filter(|c| c.is_ascii())?,
+                    'x' => hex(&mut chars, 2).filter(char::is_ascii)?,
                     'u' => hex(&mut chars, 4)?,
                     'U' => hex(&mut chars, 8)?,
                     _ => return None,

@@ -81,6 +81,10 @@ struct Worker {
     metadata: Vec<u8>,
     tally: Tally,
     in_flight: JoinSet<Done>,
+    /// Requests in flight with entries from memory (all of them without a disk buffer):
+    /// what the memory way's limits count, so that it never waits on a disk request, which
+    /// retries for as long as Loki fails.
+    from_memory: usize,
     /// The disk mode, with a disk buffer.
     disk: Option<Durable>,
     max_in_flight: usize,
@@ -118,6 +122,7 @@ pub(crate) async fn run(consumer: Consumer, cfg: Config) {
         metadata: Vec::new(),
         tally: Tally::default(),
         in_flight: JoinSet::new(),
+        from_memory: 0,
         max_in_flight: cfg.max_in_flight.max(1),
         held: (0, 0),
         stopped: false,
@@ -192,7 +197,7 @@ impl Worker {
     fn may_take(&self) -> bool {
         match &self.disk {
             Some(disk) if disk.accepting() => disk.has_room(),
-            _ => self.in_flight.len() < self.allowed_in_flight(),
+            _ => self.from_memory < self.allowed_in_flight(),
         }
     }
 
@@ -265,7 +270,9 @@ impl Worker {
     fn finished(&mut self, joined: Option<Result<Done, tokio::task::JoinError>>) {
         match joined {
             Some(Ok(done)) => {
-                if let Some(disk) = self.disk.as_mut() {
+                if done.ticket.is_none() {
+                    self.from_memory -= 1;
+                } else if let Some(disk) = self.disk.as_mut() {
                     disk.finished(&done, &self.consumer);
                 }
             }
@@ -443,7 +450,7 @@ impl Worker {
                     continue;
                 }
             };
-            while self.in_flight.len() >= self.allowed_in_flight() {
+            while self.from_memory >= self.allowed_in_flight() {
                 let joined = self.in_flight.join_next().await;
                 self.finished(joined);
             }
@@ -452,6 +459,9 @@ impl Worker {
     }
 
     fn spawn(&mut self, part: Part) {
+        if part.ticket.is_none() {
+            self.from_memory += 1;
+        }
         let rng = Rng::new();
         self.in_flight
             .spawn(push::push(Arc::clone(&self.pusher), part, rng));
