@@ -76,6 +76,19 @@ impl Drop for KillOnDrop {
 /// Runs the child against `url` with its buffer in `dir`, and kills it (`SIGKILL`) 1.5 s
 /// after it said it had written its last record.
 fn run_and_kill_child(dir: &Path, url: &str) {
+    let mut child = start_child(dir, url);
+    // The scenario itself (issue 15: "killed 1.5 s after their last write"), not a
+    // synchronisation: nothing is awaited here.
+    #[allow(clippy::disallowed_methods)]
+    std::thread::sleep(Duration::from_millis(1500));
+    // `Child::kill` is SIGKILL on Unix.
+    child.0.kill().unwrap();
+    let status = child.0.wait().unwrap();
+    assert!(!status.success(), "the child was killed, not finished");
+}
+
+/// Starts the child and returns once it said it had written its last record.
+fn start_child(dir: &Path, url: &str) -> KillOnDrop {
     let exe = std::env::current_exe().unwrap();
     let mut child = KillOnDrop(
         Command::new(exe)
@@ -101,14 +114,7 @@ fn run_and_kill_child(dir: &Path, url: &str) {
     // never gets there.
     rx.recv_timeout(Duration::from_secs(120))
         .expect("the child never said it had written");
-    // The scenario itself (issue 15: "killed 1.5 s after their last write"), not a
-    // synchronisation: nothing is awaited here.
-    #[allow(clippy::disallowed_methods)]
-    std::thread::sleep(Duration::from_millis(1500));
-    // `Child::kill` is SIGKILL on Unix.
-    child.0.kill().unwrap();
-    let status = child.0.wait().unwrap();
-    assert!(!status.success(), "the child was killed, not finished");
+    child
 }
 
 /// How many times each line arrived.
@@ -186,4 +192,30 @@ async fn a_kill_with_requests_in_flight_loses_nothing_and_duplicates_only_those(
     // process: at most the child's requests in flight (4) of its batches (500 entries).
     let twice = seen.values().filter(|&&n| n > 1).count();
     assert!(twice <= 4 * 500, "{twice} duplicates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_a_dir_in_use_gets_a_build_error_naming_the_first() {
+    let receiver = support::receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let child = start_child(dir.path(), &receiver.url());
+    let e = support::sink_for(&receiver)
+        .disk_buffer(dir.path())
+        .build()
+        .unwrap_err();
+    assert_eq!(e.kind(), sinkwatch::ErrorKind::Config, "{e}");
+    let message = e.to_string();
+    assert!(
+        message.contains(&format!("pid {} ", child.0.id())),
+        "{message}"
+    );
+    assert!(
+        message.contains(&dir.path().display().to_string()),
+        "{message}"
+    );
+    // Once its holder is killed, the directory is free, and nothing it held is lost.
+    drop(child);
+    let replayed = restart_and_deliver(&receiver, dir.path()).await;
+    let distinct = arrivals(&receiver).len() as u64;
+    assert_eq!(distinct, RECORDS, "{replayed} replayed");
 }

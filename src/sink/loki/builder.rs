@@ -474,7 +474,9 @@ impl LokiSinkBuilder {
     }
 
     /// Retries after the first attempt (so `max_retries + 1` attempts in all) before a
-    /// request is dropped with reason `retries_exhausted`. Default: see [the table](Self#defaults).
+    /// request is dropped with reason `retries_exhausted`. Not for requests read from a
+    /// [`disk_buffer`](Self::disk_buffer), which are retried for as long as Loki fails.
+    /// Default: see [the table](Self#defaults).
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.retry.max_retries = retries;
         self

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::batch::Batch;
 use super::disk::{AppendError, DiskBuffer, Options, Recovered, Seq};
-use super::label_text;
+use super::label_text::Streams;
 use super::labels::LabelSet;
 use super::push::{Done, End};
 use crate::deadline::later;
@@ -28,10 +28,11 @@ use crate::events::{self, reason};
 use crate::pipe::Consumer;
 use crate::SinkId;
 
+/// Bytes appended past which the worker writes them without waiting for the end of its
+/// chunk of work.
+const WRITE_AT: u64 = 256 * 1024;
 /// How often a failed buffer is tried again.
 pub(crate) const RETRY_EVERY: Duration = Duration::from_secs(5);
-/// Label sets remembered by their text, at most (a cache: a miss parses the text).
-const MAX_STREAMS_KEPT: usize = 10_000;
 
 /// The disk buffer as the builder opened it, and how to treat it.
 pub(crate) struct DiskSetup {
@@ -72,56 +73,6 @@ struct Joint {
     dropped: Vec<(&'static str, u64)>,
     /// Entries of parts cut by the shutdown deadline.
     kept: u64,
-}
-
-/// Label sets by their text: what an entry's stream was appended as.
-#[derive(Default)]
-struct Streams {
-    map: HashMap<Box<[u8]>, Arc<LabelSet>>,
-    last: Option<Arc<LabelSet>>,
-}
-
-impl Streams {
-    /// Remembers `set` (most entries share the set of the one before: a pointer compare).
-    fn remember(&mut self, set: &Arc<LabelSet>) {
-        if self.last.as_ref().is_some_and(|l| Arc::ptr_eq(l, set)) {
-            return;
-        }
-        if self.map.len() >= MAX_STREAMS_KEPT {
-            self.map.clear();
-        }
-        self.map
-            .entry(set.text.as_bytes().into())
-            .or_insert_with(|| Arc::clone(set));
-        self.last = Some(Arc::clone(set));
-    }
-
-    /// The label set of a stream's text; one this process never saw is parsed (text not
-    /// in Loki's form, which no buffer of ours holds, keeps its text and no pairs).
-    fn get(&mut self, text: &[u8]) -> Arc<LabelSet> {
-        if let Some(last) = &self.last {
-            if last.text.as_bytes() == text {
-                return Arc::clone(last);
-            }
-        }
-        let set = if let Some(set) = self.map.get(text) {
-            Arc::clone(set)
-        } else {
-            let text = String::from_utf8_lossy(text);
-            let set = Arc::new(label_text::parse(&text).unwrap_or_else(|| LabelSet {
-                text: text.into_owned(),
-                pairs: Vec::new(),
-            }));
-            if self.map.len() >= MAX_STREAMS_KEPT {
-                self.map.clear();
-            }
-            self.map
-                .insert(set.text.as_bytes().into(), Arc::clone(&set));
-            set
-        };
-        self.last = Some(Arc::clone(&set));
-        set
-    }
 }
 
 /// The worker's disk mode.
@@ -231,6 +182,18 @@ impl Durable {
                     return Appended::Spill;
                 }
             }
+        }
+    }
+
+    /// Writes what was appended once it passes [`WRITE_AT`]: a large chunk of work is
+    /// written as it goes, so the buffer's memory stays small.
+    pub(super) fn commit_if_big(&mut self, consumer: &Consumer, batch: &mut Batch) {
+        if self
+            .buffer
+            .as_ref()
+            .is_some_and(|b| b.backlog().unwritten.bytes >= WRITE_AT)
+        {
+            self.commit(consumer, batch);
         }
     }
 

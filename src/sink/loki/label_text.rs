@@ -1,9 +1,15 @@
 //! Reading a label set back from its text, `{name="value", …}` as [`LabelSet::new`] writes
 //! it: the disk buffer stores each entry's stream as that text, and a JSON push needs the
 //! pairs. Only what `LabelSet::new` and `quote_into` write must parse; anything else is
-//! refused (`None`), never guessed.
+//! refused (`None`), never guessed. [`Streams`] keeps the sets by their text.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::labels::{valid_name, LabelSet};
+
+/// Label sets remembered by their text, at most (a cache: a miss parses the text).
+const MAX_STREAMS_KEPT: usize = 10_000;
 
 /// The label set whose text is `text`, keeping the text as it is (so a protobuf push sends
 /// exactly what was stored), or `None` if it is not in `LabelSet`'s form.
@@ -74,6 +80,56 @@ fn hex(chars: &mut std::str::CharIndices<'_>, digits: usize) -> Option<char> {
         v = v * 16 + d.to_digit(16)?;
     }
     char::from_u32(v)
+}
+
+/// Label sets by their text: what an entry's stream was appended as.
+#[derive(Default)]
+pub(super) struct Streams {
+    map: HashMap<Box<[u8]>, Arc<LabelSet>>,
+    last: Option<Arc<LabelSet>>,
+}
+
+impl Streams {
+    /// Remembers `set` (most entries share the set of the one before: a pointer compare).
+    pub(super) fn remember(&mut self, set: &Arc<LabelSet>) {
+        if self.last.as_ref().is_some_and(|l| Arc::ptr_eq(l, set)) {
+            return;
+        }
+        if self.map.len() >= MAX_STREAMS_KEPT {
+            self.map.clear();
+        }
+        self.map
+            .entry(set.text.as_bytes().into())
+            .or_insert_with(|| Arc::clone(set));
+        self.last = Some(Arc::clone(set));
+    }
+
+    /// The label set of a stream's text; one this process never saw is parsed (text not
+    /// in Loki's form, which no buffer of ours holds, keeps its text and no pairs).
+    pub(super) fn get(&mut self, text: &[u8]) -> Arc<LabelSet> {
+        if let Some(last) = &self.last {
+            if last.text.as_bytes() == text {
+                return Arc::clone(last);
+            }
+        }
+        let set = if let Some(set) = self.map.get(text) {
+            Arc::clone(set)
+        } else {
+            let text = String::from_utf8_lossy(text);
+            let set = Arc::new(parse(&text).unwrap_or_else(|| LabelSet {
+                text: text.into_owned(),
+                pairs: Vec::new(),
+            }));
+            if self.map.len() >= MAX_STREAMS_KEPT {
+                self.map.clear();
+            }
+            self.map
+                .insert(set.text.as_bytes().into(), Arc::clone(&set));
+            set
+        };
+        self.last = Some(Arc::clone(&set));
+        set
+    }
 }
 
 #[cfg(test)]

@@ -272,6 +272,9 @@ impl LokiSink {
     /// Resolves once every record accepted before the call has been pushed (2xx) or
     /// reported dropped. The pending batch is sent at once, without waiting for the batch
     /// timer; a push in retry is waited for, so this can take as long as the retry policy.
+    /// With a [disk buffer](LokiSinkBuilder::disk_buffer), everything on it (a replayed
+    /// backlog too) is pushed first, and requests from it retry while Loki fails: during an
+    /// outage a flush resolves once Loki is back, or at shutdown.
     ///
     /// # Errors
     ///
@@ -290,7 +293,10 @@ impl LokiSink {
     /// if it cannot).
     ///
     /// An entry in a request cut at the deadline is reported dropped even though Loki may
-    /// have stored it.
+    /// have stored it. With a [disk buffer](LokiSinkBuilder::disk_buffer), what is not
+    /// delivered by the deadline stays on disk instead, counted in
+    /// [`SinkStats::persisted`](crate::SinkStats), for the next process (which sends a cut
+    /// request again).
     ///
     /// # Cancel safety
     ///

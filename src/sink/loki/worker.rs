@@ -146,6 +146,12 @@ impl Worker {
         let mut chunk = Chunk::default();
         loop {
             let due = self.due();
+            // A timer already due is not ready at its first poll: during a burst the queue
+            // branch would win every time, and what waits on disk would not be sent.
+            if self.disk.is_some() && due.is_some_and(|d| d <= Instant::now()) {
+                self.send_due().await;
+                continue;
+            }
             let retry = self.disk.as_ref().and_then(Durable::retry_at);
             tokio::select! {
                 biased;
@@ -384,7 +390,7 @@ impl Worker {
             disk.entry.clear();
             encode::put_entry(&mut disk.entry, nanos, &self.line, &self.metadata);
             match disk.append(&set, nanos, &self.consumer, &mut self.batch) {
-                Appended::Stored => {}
+                Appended::Stored => disk.commit_if_big(&self.consumer, &mut self.batch),
                 Appended::Dropped(_) => self.tally.too_long += 1,
                 Appended::Spill => {
                     let framed = std::mem::take(&mut disk.entry);

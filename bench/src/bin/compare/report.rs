@@ -240,7 +240,9 @@ pub fn loki(names: &[&str], runs: &[Vec<Run>], n: u64) {
         ],
         loki_rate_client,
     );
-    println!("\nPeak RSS ratio, per round (issue 15 wants the disk buffer at most 2× tracing-loki):\n");
+    println!(
+        "\nPeak RSS ratio, per round (issue 15 wants the disk buffer at most 2× tracing-loki):\n"
+    );
     ratios(
         runs,
         names,
