@@ -219,5 +219,8 @@ async fn a_second_process_on_a_dir_in_use_gets_a_build_error_naming_the_first() 
     let before = arrivals(&receiver).len() as u64;
     let replayed = restart_and_deliver(&receiver, dir.path()).await;
     let distinct = arrivals(&receiver).len() as u64;
-    assert!(distinct >= before.max(replayed), "{replayed} replayed, {before} before");
+    assert!(
+        distinct >= before.max(replayed),
+        "{replayed} replayed, {before} before"
+    );
 }

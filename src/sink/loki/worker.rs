@@ -35,6 +35,8 @@ use crate::pipe::{Chunk, Consumer, Entry, Recv};
 use crate::record::RecordRef;
 use crate::Record;
 
+mod from_disk;
+
 /// Requests in flight at once by default: enough to hide a round trip behind encoding the
 /// next batch, few enough not to crowd a Loki.
 pub(crate) const DEFAULT_IN_FLIGHT: usize = 4;
@@ -257,20 +259,6 @@ impl Worker {
         self.consumer.finish();
     }
 
-    /// Sends what is on disk until it is all settled, or `deadline`.
-    async fn push_disk_until(&mut self, deadline: Option<Instant>) {
-        loop {
-            self.send_from_disk();
-            if self.in_flight.is_empty() || deadline.is_some_and(|d| Instant::now() >= d) {
-                return;
-            }
-            tokio::select! {
-                joined = self.in_flight.join_next() => self.finished(joined),
-                () = wait_until(deadline) => return,
-            }
-        }
-    }
-
     /// A push task ended: a disk part settles its range; a panic in one is the worker's
     /// panic (its guard reports it).
     fn finished(&mut self, joined: Option<Result<Done, tokio::task::JoinError>>) {
@@ -471,43 +459,6 @@ impl Worker {
         let rng = Rng::new();
         self.in_flight
             .spawn(push::push(Arc::clone(&self.pusher), part, rng));
-    }
-
-    /// Starts requests for what waits on disk, while request slots are free (never
-    /// waiting for one: the disk holds the rest). Commits first.
-    fn send_from_disk(&mut self) {
-        let Some(mut disk) = self.disk.take() else {
-            return;
-        };
-        disk.commit(&self.consumer, &mut self.batch);
-        // Records, not wire bytes: leave room for a JSON body, whose entries take more
-        // than their protobuf framing.
-        let budget = match self.encoding {
-            Encoding::Protobuf => self.max_bytes / 4 * 3,
-            Encoding::Json | Encoding::JsonGzip => self.max_bytes / 2,
-        };
-        while self.in_flight.len() < self.allowed_in_flight() {
-            let mut batch = Batch::default();
-            let Some(ticket) = disk.next_part(self.max_entries, budget, &self.consumer, &mut batch)
-            else {
-                break;
-            };
-            let mut parts = Vec::new();
-            self.encode_split(batch, &mut parts);
-            for part in parts {
-                match part {
-                    Ok(mut part) => {
-                        part.ticket = Some(ticket);
-                        disk.part_started(ticket);
-                        self.spawn(part);
-                    }
-                    Err((n, why)) => disk.part_dropped(ticket, n, why),
-                }
-            }
-            disk.sealed(ticket, &self.consumer);
-        }
-        disk.left_over();
-        self.disk = Some(disk);
     }
 
     /// Encodes `batch`; a body over the byte cap is split in halves until each part fits.
