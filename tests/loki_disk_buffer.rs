@@ -138,6 +138,49 @@ async fn what_one_sink_persists_the_next_on_the_same_dir_replays_and_delivers_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_segment_tail_is_cut_and_reported_at_start_up_and_the_rest_replayed() {
+    let receiver = receiver().await;
+    receiver.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = disk_sink(&receiver, dir.path()).build().unwrap();
+    for i in 0..50 {
+        first.try_write(record(format!("kept {i}"))).unwrap();
+    }
+    assert_eq!(shut(&first, Duration::from_millis(300)).await.persisted, 50);
+    // A crash inside a write: half a record at the end of the last segment.
+    let mut segments: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    let last = segments.last().unwrap();
+    let mut file = std::fs::OpenOptions::new().append(true).open(last).unwrap();
+    std::io::Write::write_all(&mut file, &[40, 0, 0, 0, 1, 2, 3]).unwrap();
+    drop(file);
+
+    receiver.restart().await.unwrap();
+    let events = testing::watch();
+    let second = disk_sink(&receiver, dir.path()).build().unwrap();
+    let repaired = events
+        .wait(ev(second.id(), events::tail_repaired::NAME))
+        .await
+        .unwrap();
+    assert_eq!(
+        repaired.str(events::tail_repaired::PATH),
+        Some(last.display().to_string().as_str())
+    );
+    assert_eq!(repaired.u64(events::tail_repaired::BYTES_CUT), Some(7));
+    assert_eq!(second.stats().replayed, 50);
+    second.flush().await.unwrap();
+    assert_eq!(
+        receiver.lines(),
+        (0..50).map(|i| format!("kept {i}")).collect::<Vec<_>>()
+    );
+    assert_identity(&shut(&second, Duration::from_secs(5)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sink_on_a_dir_in_use_gets_a_build_error_naming_the_holder() {
     let receiver = receiver().await;
     let dir = tempfile::tempdir().unwrap();

@@ -485,14 +485,29 @@ impl Durable {
 /// the rest as its parts were dropped (fewer than the parts carried when some were evicted
 /// meanwhile, and already counted).
 fn account(consumer: &Consumer, delivered: u64, dropped: &[(&'static str, u64)], newly: u64) {
-    let delivered = delivered.min(newly);
+    let (delivered, dropped) = shares(delivered, dropped, newly);
     consumer.delivered(delivered);
+    for (why, n) in dropped {
+        consumer.dropped(n, why);
+    }
+}
+
+/// How `newly` settled entries split between delivered and each drop reason, given what the
+/// parts reported: delivered first, then the drops in order, none past `newly`.
+fn shares(
+    delivered: u64,
+    dropped: &[(&'static str, u64)],
+    newly: u64,
+) -> (u64, Vec<(&'static str, u64)>) {
+    let delivered = delivered.min(newly);
     let mut rest = newly - delivered;
+    let mut out = Vec::with_capacity(dropped.len());
     for &(why, n) in dropped {
         let n = n.min(rest);
-        consumer.dropped(n, why);
+        out.push((why, n));
         rest -= n;
     }
+    (delivered, out)
 }
 
 /// Reports what an opened buffer found: replayed entries (and their event), files cut
@@ -519,5 +534,31 @@ fn unix_nanos(t: SystemTime) -> i128 {
     match t.duration_since(UNIX_EPOCH) {
         Ok(d) => d.as_nanos().try_into().unwrap_or(i128::MAX),
         Err(e) => -e.duration().as_nanos().try_into().unwrap_or(i128::MAX),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_settled_whole_is_accounted_as_its_parts_ended() {
+        let (delivered, dropped) = shares(60, &[(reason::REJECTED, 40)], 100);
+        assert_eq!((delivered, dropped), (60, vec![(reason::REJECTED, 40)]));
+    }
+
+    #[test]
+    fn entries_evicted_in_flight_are_not_counted_twice() {
+        // 30 of the range's 100 were evicted (and counted dropped) while it was in flight.
+        let (delivered, dropped) = shares(60, &[(reason::REJECTED, 40)], 70);
+        assert_eq!(delivered + dropped.iter().map(|(_, n)| n).sum::<u64>(), 70);
+        assert_eq!((delivered, dropped), (60, vec![(reason::REJECTED, 10)]));
+        assert_eq!(shares(100, &[], 0), (0, vec![]));
+    }
+
+    #[test]
+    fn the_age_of_a_time_before_the_epoch_is_negative_nanos() {
+        assert_eq!(unix_nanos(UNIX_EPOCH + Duration::from_nanos(5)), 5);
+        assert_eq!(unix_nanos(UNIX_EPOCH - Duration::from_nanos(5)), -5);
     }
 }
