@@ -222,9 +222,14 @@ impl Worker {
     }
 
     /// True when a record taken now is dropped at once (the shutdown deadline passed).
-    /// With a working disk buffer never: it is appended, and stays there if not sent.
+    /// With a working disk buffer that has room never: it is appended, and stays there if
+    /// not sent.
     fn abandoning(&mut self) -> bool {
-        if self.disk.as_ref().is_some_and(Durable::accepting) {
+        if self
+            .disk
+            .as_ref()
+            .is_some_and(|d| d.accepting() && d.has_room())
+        {
             return false;
         }
         self.stopped = self.stopped || self.deadline_passed();
