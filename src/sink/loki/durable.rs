@@ -260,7 +260,14 @@ impl Durable {
                 self.full = false;
                 events::buffer_recovered(&self.id, &self.options.dir.display().to_string());
             }
-            Err(_) => self.retry_at = Some(later(RETRY_EVERY)),
+            Err(e) => {
+                if self.buffer.as_ref().is_some_and(DiskBuffer::is_gone) {
+                    // Removed while it was failing for another reason: report what it held
+                    // and open it afresh next time (nothing is unwritten while failing).
+                    self.fail(&e, consumer, &mut Batch::default());
+                }
+                self.retry_at = Some(later(RETRY_EVERY));
+            }
         }
         self.gauge();
     }
