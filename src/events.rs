@@ -80,6 +80,16 @@ pub mod reason {
     /// The sink's worker failed (a panic, for example in a user-supplied clock): what it
     /// held and what was queued is lost.
     pub const WORKER_FAILED: &str = "worker_failed";
+    /// The Loki sink's disk buffer held the record longer than the sink's `max_entry_age`
+    /// (Loki would reject it as too old, `reject_old_samples_max_age`): dropped at send
+    /// time instead of being retried forever.
+    pub const TOO_OLD: &str = "too_old";
+    /// The disk buffer's directory was removed under the sink: what it held and had not
+    /// sent is lost.
+    pub const BUFFER_LOST: &str = "buffer_lost";
+    /// Records in the disk buffer could not be read back (a bad checksum, a segment
+    /// damaged or removed under the sink).
+    pub const BUFFER_CORRUPT: &str = "buffer_corrupt";
 }
 
 /// Rotation reasons carried by [`rotation_complete`]'s `reason` field.
@@ -372,13 +382,41 @@ schema! {
 
     /// At start-up the active file ended in a torn line (the process was killed inside a
     /// write): the partial line was cut off so the next record starts on a line of its own.
+    /// Also emitted by the Loki sink's disk buffer for each file it cut back or removed at
+    /// start-up (a torn record at a segment's end, a segment torn at its creation).
     tail_repaired: WARN {
-        /// The active file's path.
+        /// The active file's (or the disk buffer file's) path.
         PATH = path: str,
         /// Bytes cut off the end.
         BYTES_CUT = bytes_cut: u64,
     }
 
+    /// The Loki sink's disk buffer found, when the sink was built, records an earlier
+    /// process left unsent: they are pushed first, in order, before new records.
+    buffer_replayed: INFO {
+        /// Records taken over (also `SinkStats::replayed`).
+        RECORDS = records: u64,
+        /// Their bytes in the buffer.
+        BYTES = bytes: u64,
+        /// The age of the oldest of them (by its timestamp), in milliseconds.
+        OLDEST_AGE_MS = oldest_age_ms: u64,
+    }
+    /// Writing to the Loki sink's disk buffer failed (disk full, permissions, directory
+    /// removed): the sink pushes from memory until the buffer works again
+    /// (`buffer_recovered`), trying every few seconds. Records lost are reported by
+    /// `records_dropped` (`buffer_lost`, `buffer_corrupt`).
+    buffer_failed: ERROR {
+        /// The buffer's directory.
+        PATH = path: str,
+        /// The OS error.
+        ERROR = error: str,
+    }
+    /// The Loki sink's disk buffer works again after `buffer_failed`: new records go to
+    /// disk again.
+    buffer_recovered: INFO {
+        /// The buffer's directory.
+        PATH = path: str,
+    }
     /// Credentials (basic auth, a bearer token, or a secret-looking header) are configured
     /// for a plain `http://` URL to a host that is not loopback: they cross the network in
     /// clear text. Emitted once, when the sink is built.

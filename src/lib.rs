@@ -121,7 +121,7 @@ pub use sink::{
     SystemClock, TimeZone,
 };
 #[cfg(feature = "loki")]
-pub use sink::{Encoding, LineFormat, LokiSink, LokiSinkBuilder, LongLines};
+pub use sink::{DiskSync, Encoding, LineFormat, LokiSink, LokiSinkBuilder, LongLines};
 pub use sink_id::SinkId;
 pub use stats::{ShutdownReport, SinkStats};
 
@@ -149,6 +149,10 @@ pub mod guide {
     #[cfg(feature = "loki")]
     #[doc = include_str!("../docs/loki-sink.md")]
     pub mod loki_sink {}
+
+    #[cfg(feature = "loki")]
+    #[doc = include_str!("../docs/disk-buffer-format.md")]
+    pub mod disk_buffer {}
 
     #[doc = include_str!("../docs/operations.md")]
     pub mod operations {}

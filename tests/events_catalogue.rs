@@ -85,6 +85,9 @@ fn every_reason_is_documented() {
         reason::TOO_MANY_STREAMS,
         reason::STALLED,
         reason::WORKER_FAILED,
+        reason::TOO_OLD,
+        reason::BUFFER_LOST,
+        reason::BUFFER_CORRUPT,
     ] {
         assert!(
             text.contains(&format!("| `{reason}` |")),

@@ -44,8 +44,7 @@ pub(crate) use record::{bytes_written, push_attempt, SinkMetrics};
 #[cfg(feature = "metrics")]
 pub(crate) mod on;
 #[cfg(feature = "metrics")]
-#[allow(unused_imports, reason = "the disk buffer (issue 15) will call them")]
-pub(crate) use record::{buffer_bytes, buffer_max_bytes, buffer_replayed};
+pub(crate) use record::{buffer_bytes, buffer_max_bytes};
 
 #[cfg(not(feature = "metrics"))]
 mod off;
@@ -117,15 +116,16 @@ mod schema {
     /// of `push_complete`'s `bytes`).
     pub const PUSH_BYTES: &str = "sinkwatch_push_bytes_total";
 
-    /// Gauge, with `disk_buffer` (reserved; not recorded yet): bytes in the Loki sink's
-    /// disk buffer.
+    /// Gauge, with `disk_buffer`: bytes the Loki sink's disk buffer takes on disk
+    /// (segments and settlement log).
     pub const BUFFER_BYTES: &str = "sinkwatch_buffer_bytes";
-    /// Gauge, with `disk_buffer` (reserved): the disk buffer's byte bound.
+    /// Gauge, with `disk_buffer`: the disk buffer's byte bound.
     pub const BUFFER_MAX_BYTES: &str = "sinkwatch_buffer_max_bytes";
-    /// Counter, with `disk_buffer` (reserved): records replayed from the disk buffer at
-    /// start-up (the sum of `buffer_replayed`'s count).
+    /// Counter, with `disk_buffer`: records replayed from the disk buffer at start-up
+    /// (the sum of `buffer_replayed`'s `records`).
     pub const BUFFER_REPLAYED_RECORDS: &str = "sinkwatch_buffer_replayed_records_total";
-    /// Counter, with `disk_buffer` (reserved): bytes replayed from the disk buffer.
+    /// Counter, with `disk_buffer`: bytes replayed from the disk buffer (the sum of
+    /// `buffer_replayed`'s `bytes`).
     pub const BUFFER_REPLAYED_BYTES: &str = "sinkwatch_buffer_replayed_bytes_total";
 
     /// Suggested bucket bounds (seconds) for [`PUSH_DURATION`]: from a local Loki's few
@@ -179,8 +179,7 @@ mod schema {
         }
     }
 
-    /// Every metric the sinks record, in the order of `docs/metrics.md`. (The disk
-    /// buffer's names, [`BUFFER_BYTES`] and the others, join it when they are recorded.)
+    /// Every metric the sinks record, in the order of `docs/metrics.md`.
     #[rustfmt::skip]
     pub const ALL: &[Metric] = &[
         metric(RECORDS_ACCEPTED, Kind::Counter, "records", &[],
@@ -215,5 +214,13 @@ mod schema {
             "Time of each Loki push attempt, from sending the request to its response."),
         metric(PUSH_BYTES, Kind::Counter, "bytes", &[],
             "Wire bytes of the pushes Loki accepted."),
+        metric(BUFFER_BYTES, Kind::Gauge, "bytes", &[],
+            "Bytes the Loki sink's disk buffer takes on disk."),
+        metric(BUFFER_MAX_BYTES, Kind::Gauge, "bytes", &[],
+            "The disk buffer's byte bound."),
+        metric(BUFFER_REPLAYED_RECORDS, Kind::Counter, "records", &[],
+            "Records replayed from the disk buffer at start-up."),
+        metric(BUFFER_REPLAYED_BYTES, Kind::Counter, "bytes", &[],
+            "Bytes replayed from the disk buffer at start-up."),
     ];
 }

@@ -32,14 +32,8 @@ pub(crate) fn bytes_written(_: &SinkId, _: usize) {}
 #[inline]
 pub(crate) fn push_attempt(_: &SinkId, _: u16, _: Duration) {}
 
-#[allow(dead_code, reason = "the disk buffer (issue 15) will call them")]
 #[inline]
 pub(crate) fn buffer_bytes(_: &SinkId, _: u64) {}
 
-#[allow(dead_code, reason = "the disk buffer (issue 15) will call them")]
 #[inline]
 pub(crate) fn buffer_max_bytes(_: &SinkId, _: u64) {}
-
-#[allow(dead_code, reason = "the disk buffer (issue 15) will call them")]
-#[inline]
-pub(crate) fn buffer_replayed(_: &SinkId, _: u64, _: u64) {}

@@ -36,6 +36,8 @@ unmeasured!(
     writes_refused,
     shutdown_stalled,
     tail_repaired,
+    buffer_failed,
+    buffer_recovered,
     insecure_credentials,
     sink_closed,
     receiver_request,
@@ -81,4 +83,9 @@ pub(crate) fn push_complete(
 /// `sinkwatch_push_retries_total`.
 pub(crate) fn push_retry<T>(sink: &SinkId, _: T) {
     count(schema::PUSH_RETRIES, sink, None, 1);
+}
+
+/// `sinkwatch_buffer_replayed_records_total`, `sinkwatch_buffer_replayed_bytes_total`.
+pub(crate) fn buffer_replayed(sink: &SinkId, (records, bytes, _age): (u64, u64, u64)) {
+    super::record::buffer_replayed(sink, records, bytes);
 }

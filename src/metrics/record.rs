@@ -251,22 +251,20 @@ pub(crate) fn push_attempt(id: &SinkId, status: u16, took: Duration) {
     }
 }
 
-/// The disk buffer holds `bytes` bytes (issue 15 wires it: `sinkwatch_buffer_bytes`).
-#[allow(dead_code, reason = "the disk buffer (issue 15) will call it")]
+/// The disk buffer takes `bytes` bytes on disk (`sinkwatch_buffer_bytes`).
 pub(crate) fn buffer_bytes(id: &SinkId, bytes: u64) {
     set(schema::BUFFER_BYTES, id, bytes);
 }
 
 /// The disk buffer's byte bound (`sinkwatch_buffer_max_bytes`).
-#[allow(dead_code, reason = "the disk buffer (issue 15) will call it")]
 pub(crate) fn buffer_max_bytes(id: &SinkId, bytes: u64) {
     set(schema::BUFFER_MAX_BYTES, id, bytes);
 }
 
 /// Records and bytes replayed from the disk buffer at start-up
-/// (`sinkwatch_buffer_replayed_records_total`, `sinkwatch_buffer_replayed_bytes_total`).
-#[allow(dead_code, reason = "the disk buffer (issue 15) will call it")]
-pub(crate) fn buffer_replayed(id: &SinkId, records: u64, bytes: u64) {
+/// (`sinkwatch_buffer_replayed_records_total`, `sinkwatch_buffer_replayed_bytes_total`),
+/// from the `buffer_replayed` event's hook.
+pub(super) fn buffer_replayed(id: &SinkId, records: u64, bytes: u64) {
     count(schema::BUFFER_REPLAYED_RECORDS, id, None, records);
     count(schema::BUFFER_REPLAYED_BYTES, id, None, bytes);
 }
@@ -435,21 +433,11 @@ mod tests {
             assert_eq!(row[2], labels.join(", "), "{}", m.name);
             assert_eq!(row[3], m.unit, "{}", m.name);
         }
-        let reserved = [
-            schema::BUFFER_BYTES,
-            schema::BUFFER_MAX_BYTES,
-            schema::BUFFER_REPLAYED_RECORDS,
-            schema::BUFFER_REPLAYED_BYTES,
-        ];
         for row in &rows {
             let name = row[0].trim_matches('`');
             let known = schema::ALL.iter().any(|m| m.name == name);
-            let is_reserved = reserved.contains(&name) && row[4].starts_with("with `disk_buffer`");
-            assert!(
-                known || is_reserved,
-                "docs/metrics.md lists {name}, which is not recorded"
-            );
+            assert!(known, "docs/metrics.md lists {name}, which is not recorded");
         }
-        assert_eq!(rows.len(), schema::ALL.len() + reserved.len());
+        assert_eq!(rows.len(), schema::ALL.len());
     }
 }

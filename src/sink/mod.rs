@@ -34,7 +34,7 @@ pub use file::{
     SystemClock, TimeZone,
 };
 #[cfg(feature = "loki")]
-pub use loki::{Encoding, LineFormat, LokiSink, LokiSinkBuilder, LongLines};
+pub use loki::{DiskSync, Encoding, LineFormat, LokiSink, LokiSinkBuilder, LongLines};
 
 /// A boxed future, as returned by [`Sink`]'s asynchronous methods.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

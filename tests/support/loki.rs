@@ -83,3 +83,18 @@ pub fn assert_identity(sink: &LokiSink) {
     let s = sink.stats();
     assert_eq!(s.accepted, s.delivered + s.dropped, "{s:?}");
 }
+
+/// Shuts `sink` down and returns its final counters: when the shutdown returned before the
+/// worker finished (a loaded machine; a disk buffer's last sync), waits for `sink_closed`,
+/// after which the counters are final and a disk buffer's directory is free again.
+pub async fn shut(sink: &LokiSink, timeout: Duration) -> sinkwatch::SinkStats {
+    let events = testing::watch();
+    let report = sink.shutdown(timeout).await;
+    if !report.completed {
+        events
+            .wait(ev(sink.id(), events::sink_closed::NAME))
+            .await
+            .unwrap();
+    }
+    sink.stats()
+}

@@ -1,16 +1,19 @@
 //! [`LokiSinkBuilder`]: every option of the Loki sink, checked by `build()`.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::header::HeaderName;
 
+use super::disk::{DiskBuffer, Fsync, OpenError, Options, Recovered};
+use super::durable::{self, DiskSetup};
 use super::http::{clear_text_host, redact_url, Auth, ExtraHeader, HeaderKind, Http, Secret};
 use super::labels::{self, Labeler, MAX_LABEL_NAME, MAX_LABEL_NAMES, MAX_LABEL_VALUE};
 use super::line::{Lines, TRUNCATION_MARKER};
 use super::retry::RetryPolicy;
 use super::worker::{self, Config};
-use super::{Encoding, LineFormat, LokiSink, LongLines};
+use super::{DiskSync, Encoding, LineFormat, LokiSink, LongLines};
 use crate::pipe::{self, spawn_worker, Limits, Settings};
 use crate::{events, SinkId};
 
@@ -20,6 +23,12 @@ use crate::{Error, OverflowPolicy, Result};
 const DEFAULT_MAX_BLOCK: Duration = Duration::from_millis(500);
 /// How long dropping the last handle waits for the sink to push and close, by default.
 const DEFAULT_DROP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The disk buffer's byte bound by default.
+const DEFAULT_DISK_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// The smallest disk buffer: a few segments of the smallest size.
+const MIN_DISK_MAX_BYTES: u64 = 64 * 1024;
+/// The oldest entry sent by default: Loki's default `reject_old_samples_max_age` (1 week).
+const DEFAULT_MAX_ENTRY_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The prefix of the sink's id when it is not given a [`name`](LokiSinkBuilder::name).
 const DEFAULT_NAME: &str = "loki";
 
@@ -76,6 +85,10 @@ const RESERVED: &[&str] = &[
 /// | [`queue_capacity`](Self::queue_capacity) | 65,536 records |
 /// | [`queue_max_bytes`](Self::queue_max_bytes) | 64 MiB |
 /// | [`drop_timeout`](Self::drop_timeout) | 2 s |
+/// | [`disk_buffer`](Self::disk_buffer) | none |
+/// | [`disk_buffer_max_bytes`](Self::disk_buffer_max_bytes) | 256 MiB |
+/// | [`disk_buffer_sync`](Self::disk_buffer_sync) | [`DiskSync::Interval`](crate::DiskSync::Interval) of 1 s |
+/// | [`max_entry_age`](Self::max_entry_age) | 7 days |
 ///
 /// # Examples
 ///
@@ -120,6 +133,10 @@ pub struct LokiSinkBuilder {
     queue_capacity: usize,
     queue_max_bytes: usize,
     drop_timeout: Duration,
+    disk_dir: Option<PathBuf>,
+    disk_max_bytes: u64,
+    disk_sync: DiskSync,
+    max_entry_age: Duration,
     error: Option<Error>,
 }
 
@@ -169,6 +186,10 @@ impl LokiSinkBuilder {
             queue_capacity: 65_536,
             queue_max_bytes: 64 * 1024 * 1024,
             drop_timeout: DEFAULT_DROP_TIMEOUT,
+            disk_dir: None,
+            disk_max_bytes: DEFAULT_DISK_MAX_BYTES,
+            disk_sync: DiskSync::default(),
+            max_entry_age: DEFAULT_MAX_ENTRY_AGE,
             error: None,
         }
     }
@@ -453,7 +474,9 @@ impl LokiSinkBuilder {
     }
 
     /// Retries after the first attempt (so `max_retries + 1` attempts in all) before a
-    /// request is dropped with reason `retries_exhausted`. Default: see [the table](Self#defaults).
+    /// request is dropped with reason `retries_exhausted`. Not for requests read from a
+    /// [`disk_buffer`](Self::disk_buffer), which are retried for as long as Loki fails.
+    /// Default: see [the table](Self#defaults).
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.retry.max_retries = retries;
         self
@@ -503,14 +526,96 @@ impl LokiSinkBuilder {
         self
     }
 
-    /// Checks the configuration, sets up the HTTP client and starts the sink's worker
-    /// thread. Needs no tokio runtime and makes no connection.
+    /// Keeps every accepted record in a disk buffer in `dir` until Loki has acknowledged
+    /// it (2xx) or rejected it for good, so that records survive a restart, a crash and a
+    /// long outage (see the operations guide's "Disk buffer" section,
+    /// [`guide::operations`](crate::guide::operations)).
+    ///
+    /// The sink's worker (never the caller's thread) appends each record to a segment log
+    /// in `dir` (created if missing) and pushes from it. A shutdown whose deadline passes
+    /// leaves what is undelivered on disk, counted in [`SinkStats::persisted`](crate::SinkStats)
+    /// rather than dropped; the next `build()` on the same `dir` pushes it first, in order,
+    /// counts it in [`SinkStats::replayed`](crate::SinkStats) and emits `buffer_replayed`. A
+    /// kill loses at most what the worker had not yet written (it writes every chunk it
+    /// takes, within milliseconds); a power loss at most the
+    /// [`disk_buffer_sync`](Self::disk_buffer_sync) window. Requests in flight at a crash
+    /// are sent again (at-least-once). Requests from the buffer are retried for as long as
+    /// Loki fails, with the backoff capped at [`max_backoff`](Self::max_backoff) (no
+    /// `retries_exhausted`): the buffer's bound, not the retry count, limits an outage.
+    ///
+    /// One directory per sink and per process, on a local disk (not tmpfs, which a reboot
+    /// empties, nor a network file system). With a buffer, the memory queue only has to
+    /// absorb the time between two writes: a small
+    /// [`queue_max_bytes`](Self::queue_max_bytes) (a few MiB) is enough and bounds the
+    /// memory a burst takes. Default: see [the table](Self#defaults).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sinkwatch::{LokiSink, Record};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let sink = LokiSink::builder("http://127.0.0.1:9")
+    ///     .label("app", "demo")
+    ///     .disk_buffer(dir.path())
+    ///     .disk_buffer_max_bytes(64 * 1024 * 1024)
+    ///     .build()?;
+    /// sink.try_write(Record::new(tracing::Level::INFO, "kept on disk"))?;
+    /// // Nothing listens there: the record stays on disk for the next process.
+    /// let report = sink.shutdown_blocking(Duration::from_millis(100));
+    /// assert_eq!(report.stats.persisted, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn disk_buffer(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.disk_dir = Some(dir.into());
+        self
+    }
+
+    /// The most bytes the disk buffer takes (segments and settlement log); it may pass it
+    /// by at most one segment (an eighth of it, at most 8 MiB). When it is full, the
+    /// [`overflow`](Self::overflow) policy decides: under
+    /// [`DropOldest`](crate::OverflowPolicy::DropOldest) the oldest segment's records are
+    /// dropped (reason `buffer_full_oldest`); under the others the worker stops taking
+    /// records from the queue until Loki has taken some, so the queue fills and its policy
+    /// applies to the callers (what the worker had already taken is pushed from memory).
+    /// At least 64 KiB. Default: see [the table](Self#defaults).
+    pub fn disk_buffer_max_bytes(mut self, bytes: u64) -> Self {
+        self.disk_max_bytes = bytes;
+        self
+    }
+
+    /// When the disk buffer syncs what it wrote to the device. Default: see
+    /// [the table](Self#defaults).
+    pub fn disk_buffer_sync(mut self, sync: DiskSync) -> Self {
+        self.disk_sync = sync;
+        self
+    }
+
+    /// The oldest record (by its timestamp) the disk buffer sends: an older one, found when
+    /// it is read to be pushed (after a long outage, or in a buffer left by an earlier
+    /// process), is dropped and reported (reason `too_old`) rather than sent to a Loki that
+    /// rejects it. Set it to your Loki's `reject_old_samples_max_age`, whose default the
+    /// default is. Must not be zero. Default: see [the table](Self#defaults).
+    pub fn max_entry_age(mut self, age: Duration) -> Self {
+        self.max_entry_age = age;
+        self
+    }
+
+    /// Checks the configuration, sets up the HTTP client, opens the disk buffer (with
+    /// [`disk_buffer`](Self::disk_buffer)) and starts the sink's worker thread. Needs no
+    /// tokio runtime and makes no connection.
     ///
     /// # Errors
     ///
     /// A [`Config`](crate::ErrorKind::Config) error for the first unusable setting, saying
-    /// what to change; an [`Io`](crate::ErrorKind::Io) error when the worker thread cannot
-    /// start.
+    /// what to change, or when the disk buffer's directory is held by another sink (in this
+    /// process or another: the message names the holder's pid, host and start time) or
+    /// holds files of a format version this sinkwatch cannot read; an
+    /// [`Io`](crate::ErrorKind::Io) error when the disk buffer cannot be opened or the
+    /// worker thread cannot start.
     pub fn build(mut self) -> Result<LokiSink> {
         let url = self.push_url();
         if let Some(e) = self.error.take() {
@@ -524,7 +629,8 @@ impl LokiSinkBuilder {
                 events::insecure_credentials(&id, &host);
             }
         }
-        let config = self.worker_config(url)?;
+        let mut config = self.worker_config(url)?;
+        let disk = self.open_disk()?;
         let limits = Limits {
             max_records: self.queue_capacity,
             max_bytes: self.queue_max_bytes,
@@ -536,8 +642,34 @@ impl LokiSinkBuilder {
             remote: true,
         };
         let (producer, consumer) = pipe::open(id.clone(), settings);
+        if let Some((setup, recovered)) = disk {
+            crate::metrics::buffer_max_bytes(&id, self.disk_max_bytes);
+            durable::take_over(&id, &consumer, &recovered);
+            config.disk = Some(setup);
+        }
         spawn_worker(&producer, worker::run(consumer, config))?;
         Ok(LokiSink::new(producer))
+    }
+
+    /// Opens the disk buffer, if there is one.
+    fn open_disk(&self) -> Result<Option<(DiskSetup, Recovered)>> {
+        let Some(dir) = &self.disk_dir else {
+            return Ok(None);
+        };
+        let mut options = Options::new(dir.clone(), self.disk_max_bytes);
+        options.fsync = match self.disk_sync {
+            DiskSync::EveryBatch => Fsync::EveryCommit,
+            DiskSync::Interval(every) => Fsync::Interval(every),
+        };
+        let (buffer, recovered) = DiskBuffer::open(options.clone()).map_err(open_error)?;
+        let setup = DiskSetup {
+            buffer,
+            options,
+            max_entry_age: self.max_entry_age,
+            drop_oldest: self.overflow == OverflowPolicy::DropOldest,
+            replay: recovered.entries > 0,
+        };
+        Ok(Some((setup, recovered)))
     }
 
     /// The push URL; credentials in it become basic auth (unless auth is set) and are
@@ -626,6 +758,14 @@ impl LokiSinkBuilder {
                 self.max_streams == 0 && !self.label_fields.is_empty(),
                 "max_streams must be at least 1 with label_from_field",
             ),
+            (
+                self.disk_max_bytes < MIN_DISK_MAX_BYTES,
+                "disk_buffer_max_bytes must be at least 64 KiB",
+            ),
+            (
+                self.max_entry_age.is_zero(),
+                "max_entry_age must not be zero",
+            ),
         ];
         checks
             .iter()
@@ -655,7 +795,18 @@ impl LokiSinkBuilder {
                 self.metadata_fields.clone(),
                 self.max_streams,
             ),
+            disk: None,
         })
+    }
+}
+
+/// A disk buffer that would not open, as `build()` reports it: a directory in use or of
+/// another version is a configuration to change; the rest is I/O.
+fn open_error(e: OpenError) -> Error {
+    let message = e.to_string();
+    match e {
+        OpenError::Locked { .. } | OpenError::Version { .. } => Error::config(message),
+        OpenError::Io { source, .. } => Error::io(message, source),
     }
 }
 
@@ -723,6 +874,22 @@ mod tests {
                 ),
                 ("queue_max_bytes", bytes(b.queue_max_bytes as u64)),
                 ("drop_timeout", duration(b.drop_timeout)),
+                ("disk_buffer", none(b.disk_dir.is_none())),
+                ("disk_buffer_max_bytes", bytes(b.disk_max_bytes)),
+                (
+                    "disk_buffer_sync",
+                    match b.disk_sync {
+                        DiskSync::Interval(d) => format!(
+                            "[`DiskSync::Interval`](crate::DiskSync::Interval) of {}",
+                            duration(d)
+                        ),
+                        other => variant("DiskSync", other),
+                    },
+                ),
+                (
+                    "max_entry_age",
+                    format!("{} days", b.max_entry_age.as_secs() / 86_400),
+                ),
             ],
         );
     }

@@ -34,11 +34,11 @@
 
 mod batch;
 mod builder;
-// The disk buffer's storage engine (issue 15), not yet wired into the worker.
-#[allow(dead_code)]
 mod disk;
+mod durable;
 mod encode;
 mod http;
+mod label_text;
 mod labels;
 mod line;
 mod push;
@@ -122,6 +122,41 @@ pub enum LongLines {
     Truncate,
     /// Drop the record, reported by `records_dropped` with reason `line_too_long`.
     Drop,
+}
+
+/// When the disk buffer ([`LokiSinkBuilder::disk_buffer`]) asks the OS to put what it
+/// wrote on the device (`fsync`).
+///
+/// Either way, a crash of the process (a panic, an OOM kill, `kill -9`) loses nothing the
+/// sink had written to the buffer, and the worker writes once per chunk of records it takes
+/// from the queue, within milliseconds of their arrival; the sync bounds what a power loss
+/// or a kernel crash can take.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sinkwatch::{DiskSync, LokiSink};
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// let builder = LokiSink::builder("http://loki:3100")
+///     .disk_buffer(dir.path())
+///     .disk_buffer_sync(DiskSync::Interval(Duration::from_millis(200)));
+/// # drop(builder);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiskSync {
+    /// At every write of a batch: the safest, and the slowest (one `fsync` per batch).
+    EveryBatch,
+    /// At the first write at least this long after the last sync. The default, with 1 s.
+    Interval(Duration),
+}
+
+impl Default for DiskSync {
+    fn default() -> Self {
+        DiskSync::Interval(disk::DEFAULT_FSYNC_INTERVAL)
+    }
 }
 
 /// The Loki push sink's handle.
@@ -237,6 +272,9 @@ impl LokiSink {
     /// Resolves once every record accepted before the call has been pushed (2xx) or
     /// reported dropped. The pending batch is sent at once, without waiting for the batch
     /// timer; a push in retry is waited for, so this can take as long as the retry policy.
+    /// With a [disk buffer](LokiSinkBuilder::disk_buffer), everything on it (a replayed
+    /// backlog too) is pushed first, and requests from it retry while Loki fails: during an
+    /// outage a flush resolves once Loki is back, or at shutdown.
     ///
     /// # Errors
     ///
@@ -255,7 +293,10 @@ impl LokiSink {
     /// if it cannot).
     ///
     /// An entry in a request cut at the deadline is reported dropped even though Loki may
-    /// have stored it.
+    /// have stored it. With a [disk buffer](LokiSinkBuilder::disk_buffer), what is not
+    /// delivered by the deadline stays on disk instead, counted in
+    /// [`SinkStats::persisted`](crate::SinkStats), for the next process (which sends a cut
+    /// request again).
     ///
     /// # Cancel safety
     ///

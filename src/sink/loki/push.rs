@@ -1,6 +1,11 @@
 //! One push request's life, run as its own task so several can be in flight: attempts,
 //! Loki's retry rules, a shared `Retry-After` pause, the shutdown cut, and the accounting
 //! of its entries (each settled exactly once: delivered, or dropped with a reason).
+//!
+//! A part read from the disk buffer (it has a [`Part::ticket`]) is accounted by the worker
+//! instead, which settles its range in the buffer: the task only says how it [`End`]ed. Such
+//! a part is never given up for retries (the disk holds it, not memory) and is kept on disk
+//! when the shutdown deadline cuts it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
@@ -20,6 +25,27 @@ pub(super) struct Part {
     pub(super) body: Bytes,
     pub(super) entries: u64,
     pub(super) streams: u64,
+    /// The disk buffer's ticket for the entries (`None` for a part from memory).
+    pub(super) ticket: Option<u64>,
+}
+
+/// How a part's push ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    /// Loki answered 2xx.
+    Delivered,
+    /// Given up for good, with the drop reason.
+    Dropped(&'static str),
+    /// Cut by the shutdown deadline: a disk part stays on disk.
+    Kept,
+}
+
+/// What a push task hands back to the worker.
+#[derive(Debug)]
+pub(super) struct Done {
+    pub(super) ticket: Option<u64>,
+    pub(super) entries: u64,
+    pub(super) end: End,
 }
 
 /// How one attempt ended: a status (0 for a transport error), its message, `Retry-After`.
@@ -99,15 +125,20 @@ pub(super) async fn shutdown_cut(consumer: &Consumer) {
 }
 
 /// Pushes one part until it is delivered, rejected, out of retries or cut by shutdown.
-pub(super) async fn push(p: Arc<Pusher>, part: Part, rng: Rng) {
+pub(super) async fn push(p: Arc<Pusher>, part: Part, rng: Rng) -> Done {
     let mut retried = false;
-    push_until_settled(&p, &part, rng, &mut retried).await;
+    let end = push_until_settled(&p, &part, rng, &mut retried).await;
     if retried {
         p.retrying.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
+    Done {
+        ticket: part.ticket,
+        entries: part.entries,
+        end,
+    }
 }
 
-async fn push_until_settled(p: &Pusher, part: &Part, mut rng: Rng, retried: &mut bool) {
+async fn push_until_settled(p: &Pusher, part: &Part, mut rng: Rng, retried: &mut bool) -> End {
     let mut last = Outcome::default();
     let mut attempt: u32 = 0;
     loop {
@@ -127,8 +158,9 @@ async fn push_until_settled(p: &Pusher, part: &Part, mut rng: Rng, retried: &mut
             }
             outcome = attempt_once(p, part.body.clone()) => outcome,
         };
-        let Err(delay) = judge(p, part, attempt, &outcome, started, &mut rng, retried) else {
-            return;
+        let delay = match judge(p, part, attempt, &outcome, started, &mut rng, retried) {
+            Ok(end) => return end,
+            Err(delay) => delay,
         };
         let until = later(delay);
         if outcome.retry_after.is_some() {
@@ -142,6 +174,7 @@ async fn push_until_settled(p: &Pusher, part: &Part, mut rng: Rng, retried: &mut
 }
 
 /// Reports an attempt's outcome: `Ok` when the part is settled, `Err(delay)` to retry.
+/// A disk part's entries are accounted by the worker, not here.
 fn judge(
     p: &Pusher,
     part: &Part,
@@ -150,8 +183,9 @@ fn judge(
     started: Instant,
     rng: &mut Rng,
     retried: &mut bool,
-) -> Result<(), Duration> {
+) -> Result<End, Duration> {
     let id = p.consumer.id();
+    let on_disk = part.ticket.is_some();
     crate::metrics::push_attempt(id, o.status, started.elapsed());
     let verdict = if o.status == 0 {
         Verdict::Retry
@@ -161,12 +195,16 @@ fn judge(
     let fail = |why| {
         let status = u64::from(o.status);
         events::push_failed(id, part.entries, status, &o.message, attempt.into());
-        p.consumer.dropped(part.entries, why);
-        Ok(())
+        if !on_disk {
+            p.consumer.dropped(part.entries, why);
+        }
+        Ok(End::Dropped(why))
     };
     match verdict {
         Verdict::Delivered => {
-            p.consumer.delivered(part.entries);
+            if !on_disk {
+                p.consumer.delivered(part.entries);
+            }
             let (bytes, status) = (part.body.len() as u64, u64::from(o.status));
             let us = events::micros(started.elapsed());
             events::push_complete(
@@ -178,11 +216,15 @@ fn judge(
                 attempt.into(),
                 us,
             );
-            Ok(())
+            Ok(End::Delivered)
         }
         Verdict::Rejected => fail(reason::REJECTED),
         Verdict::NotRetryable => fail(reason::NOT_RETRYABLE),
-        Verdict::Retry if attempt > p.retry.max_retries => fail(reason::RETRIES_EXHAUSTED),
+        // The disk holds a disk part through any outage: its retries never run out (the
+        // backoff is capped at `max_backoff`; entries too old for Loki are dropped at send).
+        Verdict::Retry if attempt > p.retry.max_retries && !on_disk => {
+            fail(reason::RETRIES_EXHAUSTED)
+        }
         Verdict::Retry => {
             if !*retried {
                 // Before the event: whoever sees `push_retry` sees the worker hold back.
@@ -214,7 +256,11 @@ async fn backoff(p: &Pusher, until: Instant) -> bool {
     }
 }
 
-fn give_up_at_shutdown(p: &Pusher, part: &Part, attempts: u32, last: &Outcome) {
+fn give_up_at_shutdown(p: &Pusher, part: &Part, attempts: u32, last: &Outcome) -> End {
+    if part.ticket.is_some() {
+        // Left on disk for the next process, and counted as persisted by the worker.
+        return End::Kept;
+    }
     let mut error = String::from("the shutdown deadline passed before delivery");
     if !last.message.is_empty() {
         error.push_str("; last error: ");
@@ -229,6 +275,7 @@ fn give_up_at_shutdown(p: &Pusher, part: &Part, attempts: u32, last: &Outcome) {
         attempts.into(),
     );
     p.consumer.dropped(part.entries, reason::SHUTDOWN);
+    End::Dropped(reason::SHUTDOWN)
 }
 
 /// One request: its status, Loki's message (for errors) and `Retry-After`.

@@ -9,6 +9,12 @@
 //! Several requests in flight reorder entries of a stream by at most a few requests, which
 //! Loki accepts since 2.4 (`unordered_writes`, on by default). A flush waits for every
 //! request in flight; the shutdown deadline cuts each of them.
+//!
+//! With a disk buffer (`durable.rs`), entries are appended to disk instead of the batch
+//! and requests are read back from it; the batch then only carries what the buffer could
+//! not take (full under a policy that keeps the oldest, or failed). While the buffer takes
+//! entries, the worker takes from the queue whatever the request slots say: the disk, not
+//! the queue, holds an outage's backlog.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,16 +23,19 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use super::batch::{self, Batch};
+use super::durable::{Appended, DiskSetup, Durable};
 use super::encode::{self, Encoder};
-use super::labels::Labeler;
+use super::labels::{LabelSet, Labeler};
 use super::line::Lines;
-use super::push::{self, sleep_until, Part, Pusher};
+use super::push::{self, sleep_until, Done, Part, Pusher};
 use super::retry::{RetryPolicy, Rng};
 use super::Encoding;
 use crate::events::{self, reason};
 use crate::pipe::{Chunk, Consumer, Entry, Recv};
 use crate::record::RecordRef;
 use crate::Record;
+
+mod from_disk;
 
 /// Requests in flight at once by default: enough to hide a round trip behind encoding the
 /// next batch, few enough not to crowd a Loki.
@@ -45,6 +54,8 @@ pub(crate) struct Config {
     pub(crate) retry: RetryPolicy,
     pub(crate) lines: Lines,
     pub(crate) labeler: Labeler,
+    /// The disk buffer, if the sink has one.
+    pub(crate) disk: Option<DiskSetup>,
 }
 
 /// Records refused on the way into a batch, reported together.
@@ -71,7 +82,13 @@ struct Worker {
     line: Vec<u8>,
     metadata: Vec<u8>,
     tally: Tally,
-    in_flight: JoinSet<()>,
+    in_flight: JoinSet<Done>,
+    /// Requests in flight with entries from memory (all of them without a disk buffer):
+    /// what the memory way's limits count, so that it never waits on a disk request, which
+    /// retries for as long as Loki fails.
+    from_memory: usize,
+    /// The disk mode, with a disk buffer.
+    disk: Option<Durable>,
     max_in_flight: usize,
     /// Records (and their queue bytes) taken from the queue and not yet released.
     held: (usize, usize),
@@ -88,7 +105,11 @@ pub(crate) async fn run(consumer: Consumer, cfg: Config) {
         cfg.timeout,
         cfg.retry,
     );
+    let disk = cfg
+        .disk
+        .map(|setup| Durable::new(consumer.id().clone(), setup));
     let mut worker = Worker {
+        disk,
         consumer,
         pusher: Arc::new(pusher),
         encoding: cfg.encoding,
@@ -103,6 +124,7 @@ pub(crate) async fn run(consumer: Consumer, cfg: Config) {
         metadata: Vec::new(),
         tally: Tally::default(),
         in_flight: JoinSet::new(),
+        from_memory: 0,
         max_in_flight: cfg.max_in_flight.max(1),
         held: (0, 0),
         stopped: false,
@@ -118,36 +140,38 @@ async fn wait_until(at: Option<Instant>) {
     }
 }
 
-/// A finished push task: a panic in one is the worker's panic (its guard reports it).
-fn settle(joined: Option<Result<(), tokio::task::JoinError>>) {
-    if let Some(Err(e)) = joined {
-        if e.is_panic() {
-            std::panic::resume_unwind(e.into_panic());
-        }
-    }
-}
+/// What a drop at encoding is charged to: the consumer, or a disk range's ticket.
+type Dropped = (u64, &'static str);
 
 impl Worker {
     async fn main_loop(&mut self) {
         let mut chunk = Chunk::default();
         loop {
-            let due = self.batch.due(self.wait);
+            let due = self.due();
+            // A timer already due is not ready at its first poll: during a burst the queue
+            // branch would win every time, and what waits on disk would not be sent.
+            if self.disk.is_some() && due.is_some_and(|d| d <= Instant::now()) {
+                self.send_due().await;
+                continue;
+            }
+            let retry = self.disk.as_ref().and_then(Durable::retry_at);
             tokio::select! {
                 biased;
                 deadline = self.consumer.shutdown_requested() => {
                     return self.close(Some(deadline), &mut chunk).await;
                 }
                 joined = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
-                    settle(joined);
+                    self.finished(joined);
                 }
                 // A request started retrying: look again at how many may be in flight.
                 () = self.pusher.trouble.notified() => {}
-                () = wait_until(due) => self.send_batch().await,
-                // Take more from the queue only with a request slot free: records left in
-                // the queue can still be evicted (`DropOldest`) or shed, and the queue's
-                // bound, not the worker, holds the backlog during an outage.
-                received = self.consumer.recv(&mut chunk),
-                    if self.in_flight.len() < self.allowed_in_flight() => match received {
+                () = wait_until(due) => self.send_due().await,
+                () = wait_until(retry) => {
+                    if let Some(disk) = self.disk.as_mut() {
+                        disk.try_again(&self.consumer);
+                    }
+                }
+                received = self.consumer.recv(&mut chunk), if self.may_take() => match received {
                     Recv::Items => self.process(&mut chunk).await,
                     // The queue is closed and drained: every handle is gone, or a shutdown
                     // closed it (racing the branch above), whose deadline then still holds.
@@ -160,24 +184,100 @@ impl Worker {
         }
     }
 
+    /// When to send: the batch's timer, or entries waiting on disk with a request slot free.
+    fn due(&self) -> Option<Instant> {
+        let batch = self.batch.due(self.wait);
+        let disk = self
+            .disk
+            .as_ref()
+            .filter(|_| self.in_flight.len() < self.allowed_in_flight())
+            .and_then(|d| d.due(self.wait, self.max_entries, self.max_bytes));
+        match (batch, disk) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether to take more from the queue. Without a disk buffer (or while it fails),
+    /// only with a request slot free: records left in the queue can still be evicted
+    /// (`DropOldest`) or shed, and the queue's bound, not the worker, holds the backlog
+    /// during an outage. With one, while it has room: the disk holds the backlog.
+    fn may_take(&self) -> bool {
+        match &self.disk {
+            Some(disk) if disk.accepting() => disk.has_room(),
+            _ => self.from_memory < self.allowed_in_flight(),
+        }
+    }
+
+    /// The batch (if due) and what waits on disk.
+    async fn send_due(&mut self) {
+        if self
+            .batch
+            .due(self.wait)
+            .is_some_and(|d| d <= Instant::now())
+        {
+            self.send_batch().await;
+        }
+        self.send_from_disk();
+    }
+
+    /// True when a record taken now is dropped at once (the shutdown deadline passed).
+    /// With a working disk buffer that has room never: it is appended, and stays there if
+    /// not sent.
+    fn abandoning(&mut self) -> bool {
+        if self
+            .disk
+            .as_ref()
+            .is_some_and(|d| d.accepting() && d.has_room())
+        {
+            return false;
+        }
+        self.stopped = self.stopped || self.deadline_passed();
+        self.stopped
+    }
+
     /// Pushes what is left until `deadline`, reports the rest, and emits `sink_closed`.
+    /// With a disk buffer, what is not delivered by then stays on disk, reported persisted.
     async fn close(&mut self, deadline: Option<Instant>, chunk: &mut Chunk) {
         let passed = || deadline.is_some_and(|d| Instant::now() >= d);
-        while !self.stopped && !passed() && self.consumer.try_recv(chunk) {
+        while !self.abandoning() && self.consumer.try_recv(chunk) {
             self.process(chunk).await;
         }
         if !self.stopped && !passed() {
             self.send_batch().await;
         }
+        if self.disk.is_some() {
+            self.push_disk_until(deadline).await;
+        }
         // Each request cuts itself at the deadline.
         while !self.in_flight.is_empty() {
-            settle(self.in_flight.join_next().await);
+            let joined = self.in_flight.join_next().await;
+            self.finished(joined);
+        }
+        if let Some(disk) = self.disk.take() {
+            disk.close(&self.consumer, &mut self.batch);
         }
         let left = self.batch.take().entries() as u64;
         self.consumer.dropped(left, reason::SHUTDOWN);
         self.consumer.abandon_queue();
         self.report_tally();
         self.consumer.finish();
+    }
+
+    /// A push task ended: a disk part settles its range; a panic in one is the worker's
+    /// panic (its guard reports it).
+    fn finished(&mut self, joined: Option<Result<Done, tokio::task::JoinError>>) {
+        match joined {
+            Some(Ok(done)) => {
+                if done.ticket.is_none() {
+                    self.from_memory -= 1;
+                } else if let Some(disk) = self.disk.as_mut() {
+                    disk.finished(&done, &self.consumer);
+                }
+            }
+            Some(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Some(Err(_)) | None => {}
+        }
     }
 
     fn deadline_passed(&self) -> bool {
@@ -211,8 +311,7 @@ impl Worker {
             }
             self.held.0 += 1;
             self.held.1 += size;
-            if self.stopped || self.deadline_passed() {
-                self.stopped = true;
+            if self.abandoning() {
                 abandoned += 1;
                 continue;
             }
@@ -229,6 +328,9 @@ impl Worker {
         }
         chunk.clear();
         self.consumer.dropped(abandoned, reason::SHUTDOWN);
+        if let Some(disk) = self.disk.as_mut() {
+            disk.commit(&self.consumer, &mut self.batch);
+        }
         self.release();
         self.report_tally();
     }
@@ -244,10 +346,18 @@ impl Worker {
         }
     }
 
-    /// Waits for every request in flight to settle (a flush's promise).
+    /// Waits for every request in flight to settle, and with a disk buffer sends and
+    /// waits for everything on it (a flush's promise).
     async fn drain_in_flight(&mut self) {
-        while !self.in_flight.is_empty() {
-            settle(self.in_flight.join_next().await);
+        loop {
+            self.send_from_disk();
+            // What a failed commit just took back from the buffer.
+            self.send_batch().await;
+            if self.in_flight.is_empty() {
+                return;
+            }
+            let joined = self.in_flight.join_next().await;
+            self.finished(joined);
         }
     }
 
@@ -268,6 +378,23 @@ impl Worker {
         }
         self.metadata.clear();
         self.labeler.metadata_into(record, &mut self.metadata);
+        if let Some(disk) = self.disk.as_mut().filter(|d| d.accepting()) {
+            let nanos = record.unix_nanos();
+            disk.entry.clear();
+            encode::put_entry(&mut disk.entry, nanos, &self.line, &self.metadata);
+            match disk.append(&set, nanos, &self.consumer, &mut self.batch) {
+                Appended::Stored => disk.commit_if_big(&self.consumer, &mut self.batch),
+                Appended::Dropped(_) => self.tally.too_long += 1,
+                Appended::Spill => {
+                    let framed = std::mem::take(&mut disk.entry);
+                    self.add_framed(&set, &framed).await;
+                    if let Some(disk) = self.disk.as_mut() {
+                        disk.entry = framed;
+                    }
+                }
+            }
+            return;
+        }
         let len = batch::entry_len(self.line.len(), self.metadata.len());
         let cost = self.batch.cost(&set, len);
         if self
@@ -280,6 +407,19 @@ impl Worker {
         let buf = self.batch.stream_buf(&set);
         let n = encode::put_entry(buf, record.unix_nanos(), &self.line, &self.metadata);
         self.batch.added(n);
+    }
+
+    /// Adds an entry already framed to the batch, sending the batch first if it would
+    /// overflow: what the disk buffer could not take.
+    async fn add_framed(&mut self, set: &Arc<LabelSet>, framed: &[u8]) {
+        let cost = self.batch.cost(set, framed.len());
+        if self
+            .batch
+            .would_overflow(cost, self.max_entries, self.max_bytes)
+        {
+            self.send_batch().await;
+        }
+        self.batch.push_framed(set, framed);
     }
 
     fn report_tally(&mut self) {
@@ -302,25 +442,42 @@ impl Worker {
         let mut parts = Vec::new();
         self.encode_split(batch, &mut parts);
         for part in parts {
-            while self.in_flight.len() >= self.allowed_in_flight() {
-                settle(self.in_flight.join_next().await);
+            let part = match part {
+                Ok(part) => part,
+                Err((n, why)) => {
+                    self.consumer.dropped(n, why);
+                    continue;
+                }
+            };
+            while self.from_memory >= self.allowed_in_flight() {
+                let joined = self.in_flight.join_next().await;
+                self.finished(joined);
             }
-            let rng = Rng::new();
-            self.in_flight
-                .spawn(push::push(Arc::clone(&self.pusher), part, rng));
+            self.spawn(part);
         }
     }
 
+    fn spawn(&mut self, part: Part) {
+        if part.ticket.is_none() {
+            self.from_memory += 1;
+        }
+        let rng = Rng::new();
+        self.in_flight
+            .spawn(push::push(Arc::clone(&self.pusher), part, rng));
+    }
+
     /// Encodes `batch`; a body over the byte cap is split in halves until each part fits.
-    fn encode_split(&mut self, batch: Batch, out: &mut Vec<Part>) {
+    /// What cannot be encoded comes out as `Err`, to be reported dropped.
+    fn encode_split(&mut self, batch: Batch, out: &mut Vec<Result<Part, Dropped>>) {
         let (entries, streams) = (batch.entries() as u64, batch.streams() as u64);
         let id = self.consumer.id();
         match self.encoder.encode(batch.parts(), self.encoding) {
-            Ok(body) if body.len() <= self.max_bytes => out.push(Part {
+            Ok(body) if body.len() <= self.max_bytes => out.push(Ok(Part {
                 body: Bytes::from(body),
                 entries,
                 streams,
-            }),
+                ticket: None,
+            })),
             Ok(_) if entries > 1 => {
                 let (first, second) = batch.split();
                 self.encode_split(first, out);
@@ -333,11 +490,11 @@ impl Worker {
                     body.len()
                 );
                 events::push_failed(id, 1, 0, &error, 0);
-                self.consumer.dropped(1, reason::LINE_TOO_LONG);
+                out.push(Err((1, reason::LINE_TOO_LONG)));
             }
             Err(error) => {
                 events::push_failed(id, entries, 0, &error, 0);
-                self.consumer.dropped(entries, reason::NOT_RETRYABLE);
+                out.push(Err((entries, reason::NOT_RETRYABLE)));
             }
         }
     }

@@ -1,7 +1,10 @@
-//! Loki scenarios: a burst of events through `SinkLayer` into a default `LokiSink`, and
-//! through tracing-loki's layer with its defaults, both pushing to the counting receiver
-//! (another process, started by the driver; its URL comes in `SINKWATCH_BENCH_URL`).
+//! Loki scenarios: a burst of events through `SinkLayer` into a default `LokiSink`, into
+//! one with a disk buffer (issue 15: in the scenario's temporary directory, with the small
+//! memory queue the operations guide suggests), and through tracing-loki's layer with its
+//! defaults, all pushing to the counting receiver (another process, started by the driver;
+//! its URL comes in `SINKWATCH_BENCH_URL`).
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sinkwatch::{LokiSink, SinkLayer};
@@ -11,21 +14,28 @@ use crate::common::{
     emit_from_threads, memory_kib, micros, print_result, runtime, unix_nanos, DropCounter,
 };
 
-pub fn run(name: &str, n: u64) {
+/// The disk variant's memory queue: it only bridges two of the worker's writes.
+const DISK_QUEUE_BYTES: usize = 4 * 1024 * 1024;
+
+pub fn run(name: &str, n: u64, dir: &Path) {
     let url = std::env::var("SINKWATCH_BENCH_URL").expect("SINKWATCH_BENCH_URL");
     match name {
-        "sinkwatch" => sinkwatch(n, &url),
+        "sinkwatch" => sinkwatch(n, &url, None),
+        "sinkwatch-disk" => sinkwatch(n, &url, Some(dir)),
         "tracing-loki" => tracing_loki(n, &url),
         other => panic!("unknown loki scenario {other}"),
     }
 }
 
-fn sinkwatch(n: u64, url: &str) {
+fn sinkwatch(n: u64, url: &str, disk: Option<&Path>) {
     let rt = runtime();
-    let sink = LokiSink::builder(url)
-        .label("service_name", "bench")
-        .build()
-        .expect("the Loki sink");
+    let mut builder = LokiSink::builder(url).label("service_name", "bench");
+    if let Some(dir) = disk {
+        builder = builder
+            .disk_buffer(dir.join("loki-buffer"))
+            .queue_max_bytes(DISK_QUEUE_BYTES);
+    }
+    let sink = builder.build().expect("the Loki sink");
     let drops = DropCounter::default();
     tracing::subscriber::set_global_default(
         tracing_subscriber::registry()

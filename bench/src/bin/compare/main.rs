@@ -41,7 +41,7 @@ const FILE_SCENARIOS: [&str; 8] = [
     "appender-lossless-2t",
     "sinkwatch-gzip-1t",
 ];
-const LOKI_SCENARIOS: [&str; 2] = ["sinkwatch", "tracing-loki"];
+const LOKI_SCENARIOS: [&str; 3] = ["sinkwatch", "sinkwatch-disk", "tracing-loki"];
 const MEMORY_SCENARIOS: [&str; 2] = ["sinkwatch", "appender"];
 const GROUPS: [&str; 4] = ["file", "loki", "memory", "callgrind"];
 
@@ -228,7 +228,7 @@ fn child(args: &[String]) {
     let dir = tempfile::tempdir_in(base).expect("a temporary directory");
     match group.as_str() {
         "file" => file::run(scenario, n, dir.path()),
-        "loki" => loki::run(scenario, n),
+        "loki" => loki::run(scenario, n, dir.path()),
         "memory" => memory::run(scenario, n, dir.path()),
         "cg" => callgrind::run(scenario, n, dir.path()),
         other => panic!("unknown group {other}"),

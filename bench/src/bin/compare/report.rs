@@ -224,15 +224,33 @@ pub fn loki(names: &[&str], runs: &[Vec<Run>], n: u64) {
     ratios(
         runs,
         names,
-        &[("sinkwatch", "tracing-loki")],
+        &[
+            ("sinkwatch", "tracing-loki"),
+            ("sinkwatch-disk", "sinkwatch"),
+        ],
         loki_rate_received,
     );
     println!("\nDelivered/s ratio, per round, until the client was done:\n");
     ratios(
         runs,
         names,
-        &[("sinkwatch", "tracing-loki")],
+        &[
+            ("sinkwatch", "tracing-loki"),
+            ("sinkwatch-disk", "sinkwatch"),
+        ],
         loki_rate_client,
+    );
+    println!(
+        "\nPeak RSS ratio, per round (issue 15 wants the disk buffer at most 2× tracing-loki):\n"
+    );
+    ratios(
+        runs,
+        names,
+        &[
+            ("sinkwatch", "tracing-loki"),
+            ("sinkwatch-disk", "tracing-loki"),
+        ],
+        |r| get(r, "peak_kib"),
     );
     println!();
 }

@@ -22,6 +22,10 @@ const OWN_PID_RETRIES_MS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
 #[derive(Debug)]
 pub(super) struct DirLock {
     file: File,
+    #[cfg_attr(
+        unix,
+        allow(dead_code, reason = "read where the link count cannot be seen")
+    )]
     path: PathBuf,
 }
 

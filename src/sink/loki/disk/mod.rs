@@ -182,6 +182,7 @@ pub(crate) struct Backlog {
 
 impl Backlog {
     /// Every unsettled entry.
+    #[cfg(test)]
     pub(crate) fn total(&self) -> Tally {
         self.unwritten.plus(self.unsent).plus(self.in_flight)
     }

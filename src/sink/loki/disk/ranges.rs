@@ -81,6 +81,7 @@ impl RangeSet {
     }
 
     /// How many ranges the set holds.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.ranges.len()
     }
