@@ -648,6 +648,7 @@ impl LokiSinkBuilder {
                 format: self.line_format,
                 max_bytes: self.max_line_bytes.max(TRUNCATION_MARKER.len()),
                 long: self.long_lines,
+                cache: crate::record::LineCache::default(),
             },
             labeler: Labeler::new(
                 self.labels.clone(),
