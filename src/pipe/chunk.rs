@@ -75,7 +75,11 @@ impl Chunk {
         match put {
             Put::Event(entry, metas) => {
                 self.bytes.extend_from_slice(entry);
-                self.metas.extend_from_slice(metas);
+                // Mostly one (an event outside any span): a push, not a call to memcpy.
+                match metas {
+                    [meta] => self.metas.push(meta),
+                    _ => self.metas.extend_from_slice(metas),
+                }
             }
             Put::Line(line) => {
                 self.bytes.push(LINE);

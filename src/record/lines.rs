@@ -372,7 +372,7 @@ mod tests {
             let t = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 5);
             let mut bytes = Vec::new();
             let flags = if self.location { FLAG_LOCATION } else { 0 };
-            let mut w = begin_event(&mut bytes, 0, nanos_of(t), flags);
+            let mut w = begin_event(&mut bytes, 0, nanos_of(t), flags, event.metadata());
             event.record(&mut w);
             w.finish();
             let mut metas = vec![event.metadata()];

@@ -429,7 +429,8 @@ impl Encoder {
             used += n;
         }
         let mut framing = Vec::new();
-        let size = 5 + pieces.iter().map(ExactSizeIterator::len).sum::<usize>()
+        let size = 5
+            + pieces.iter().map(ExactSizeIterator::len).sum::<usize>()
             + streams
                 .clone()
                 .map(|s| 16 + field_len(s.set.text.len()))
@@ -678,7 +679,11 @@ mod tests {
         // Streams of every size around the assembly limit and snappy's 64 KiB block, a
         // long label set (a literal with a multi-byte length) and an empty stream.
         let long = "v".repeat(300);
-        let sets = [set(&[("app", "a")]), set(&[("app", &long)]), set(&[("app", "c")])];
+        let sets = [
+            set(&[("app", "a")]),
+            set(&[("app", &long)]),
+            set(&[("app", "c")]),
+        ];
         for sizes in [[0, 70_000, 3], [200_000, 1, 65_536], [ASSEMBLE_UP_TO, 0, 0]] {
             let entries: Vec<Vec<u8>> = sizes
                 .iter()
@@ -693,10 +698,10 @@ mod tests {
                     buf
                 })
                 .collect();
-            let streams = sets.iter().zip(&entries).map(|(set, e)| StreamRef {
-                set,
-                entries: e,
-            });
+            let streams = sets
+                .iter()
+                .zip(&entries)
+                .map(|(set, e)| StreamRef { set, entries: e });
             let mut want = Vec::new();
             protobuf(&mut want, streams.clone());
             let mut encoder = Encoder::default();
@@ -717,7 +722,10 @@ mod tests {
             let mut body = Vec::new();
             put_varint(&mut body, n as u64);
             put_snappy_literal(&mut body, &bytes);
-            assert_eq!(snap::raw::Decoder::new().decompress_vec(&body).unwrap(), bytes);
+            assert_eq!(
+                snap::raw::Decoder::new().decompress_vec(&body).unwrap(),
+                bytes
+            );
         }
     }
 

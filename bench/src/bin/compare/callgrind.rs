@@ -457,7 +457,10 @@ pub fn measure(n: u64, rounds: usize) -> Vec<(&'static str, Vec<Measured>)> {
     let only = std::env::var("SINKWATCH_BENCH_CG_PATHS").ok();
     let mut results: Vec<(&'static str, Vec<Measured>)> = PATHS
         .iter()
-        .filter(|p| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == **p)))
+        .filter(|p| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|x| x == **p))
+        })
         .map(|&p| (p, Vec::new()))
         .collect();
     for round in 1..=rounds {
