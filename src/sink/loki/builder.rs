@@ -74,7 +74,7 @@ const RESERVED: &[&str] = &[
 /// | [`max_retry_after`](Self::max_retry_after) | 5 min |
 /// | [`overflow`](Self::overflow) | [`OverflowPolicy::Block`](crate::OverflowPolicy::Block) for at most 500 ms |
 /// | [`queue_capacity`](Self::queue_capacity) | 65,536 records |
-/// | [`queue_max_bytes`](Self::queue_max_bytes) | 64 MiB |
+/// | [`queue_max_bytes`](Self::queue_max_bytes) | 4 MiB |
 /// | [`drop_timeout`](Self::drop_timeout) | 2 s |
 ///
 /// # Examples
@@ -167,7 +167,7 @@ impl LokiSinkBuilder {
             retry: RetryPolicy::default(),
             overflow: OverflowPolicy::Block(DEFAULT_MAX_BLOCK),
             queue_capacity: 65_536,
-            queue_max_bytes: 64 * 1024 * 1024,
+            queue_max_bytes: 2 * 1024 * 1024,
             drop_timeout: DEFAULT_DROP_TIMEOUT,
             error: None,
         }

@@ -351,14 +351,17 @@ pub(crate) struct StreamRef<'a> {
 /// larger ones stream by stream ([`Encoder::snappy_by_stream`]).
 const ASSEMBLE_UP_TO: usize = 64 * 1024;
 
+/// The block `snap` compresses on its own (its `MAX_BLOCK_SIZE`).
+const SNAPPY_BLOCK: usize = 64 * 1024;
+
 /// What encoding a request needs kept between requests: the snappy encoder's table and
 /// buffers for the raw protobuf and the compressed streams.
 #[derive(Default)]
 pub(crate) struct Encoder {
     snappy: Option<snap::raw::Encoder>,
     raw: Vec<u8>,
-    /// Each stream's entries, compressed, one after another (zeroed once as it grows:
-    /// snappy writes into an initialised slice).
+    /// One block of entries, compressed (zeroed once: snappy writes into an initialised
+    /// slice).
     scratch: Vec<u8>,
 }
 
@@ -377,15 +380,11 @@ impl Encoder {
         match encoding {
             Encoding::Protobuf => {
                 let total: usize = streams.clone().map(|s| field_len(stream_len(&s))).sum();
-                let body = if total <= ASSEMBLE_UP_TO {
+                if total <= ASSEMBLE_UP_TO {
                     self.snappy_assembled(streams)
                 } else {
                     self.snappy_by_stream(streams, total)
-                };
-                if self.scratch.len() > 8 << 20 {
-                    self.scratch = Vec::new();
                 }
-                body
             }
             Encoding::Json => Ok(json(streams)),
             Encoding::JsonGzip => gzip(&json(streams)),
@@ -395,55 +394,44 @@ impl Encoder {
     /// The snappy-compressed `PushRequest` for `streams`, without the raw request being
     /// assembled: a snappy stream is its uncompressed length and then elements whose
     /// back-references are relative, and `snap` compresses each 64 KiB block on its own, so
-    /// each stream's entries are compressed where they lie and their elements follow one
-    /// another, with each stream's framing (tag, length, labels) as a literal between them.
-    /// The output decodes to exactly the bytes [`protobuf`] writes (a test checks it), and
-    /// the entries, the bulk of a request, are read once instead of copied and read again.
+    /// each stream's entries are compressed where they lie, a block at a time (into a
+    /// scratch buffer of one block's bound), and their elements follow one another, with
+    /// each stream's framing (tag, length, labels) as a literal between them. The output
+    /// decodes to exactly the bytes [`protobuf`] writes (a test checks it), and the
+    /// entries, the bulk of a request, are read once instead of copied and read again.
     fn snappy_by_stream<'a>(
         &mut self,
         streams: impl Iterator<Item = StreamRef<'a>> + Clone,
         total: usize,
     ) -> Result<Vec<u8>, String> {
-        let too_big = |len: usize| format!("snappy compression failed: {len} bytes is too big");
         if u32::try_from(total).is_err() {
-            return Err(too_big(total));
+            return Err(format!(
+                "snappy compression failed: {total} bytes is too big"
+            ));
         }
         let snappy = self.snappy.get_or_insert_with(snap::raw::Encoder::new);
-        // Each stream's compressed elements: where they lie in the scratch buffer.
-        let mut pieces = Vec::new();
-        let mut used = 0;
-        for s in streams.clone() {
-            let max = snap::raw::max_compress_len(s.entries.len());
-            if max == 0 {
-                return Err(too_big(s.entries.len()));
-            }
-            if self.scratch.len() < used + max {
-                self.scratch.resize(used + max, 0);
-            }
-            let n = snappy
-                .compress(s.entries, &mut self.scratch[used..used + max])
-                .map_err(|e| format!("snappy compression failed: {e}"))?;
-            // Without the piece's own header (its uncompressed length).
-            let header = varint_len(s.entries.len() as u64);
-            pieces.push(used + header..used + n);
-            used += n;
+        let max = snap::raw::max_compress_len(SNAPPY_BLOCK);
+        if self.scratch.len() < max {
+            self.scratch.resize(max, 0);
         }
-        let mut framing = Vec::new();
-        let size = 5
-            + pieces.iter().map(ExactSizeIterator::len).sum::<usize>()
-            + streams
-                .clone()
-                .map(|s| 16 + field_len(s.set.text.len()))
-                .sum::<usize>();
-        let mut body = Vec::with_capacity(size);
+        // Log lines compress well: a quarter of the raw size is mostly enough.
+        let mut body = Vec::with_capacity(total / 4 + 64);
         put_varint(&mut body, total as u64);
-        for (s, piece) in streams.zip(pieces) {
+        let mut framing = Vec::new();
+        for s in streams {
             framing.clear();
             framing.push(STREAM);
             put_varint(&mut framing, stream_len(&s) as u64);
             put_bytes(&mut framing, LABELS, s.set.text.as_bytes());
             put_snappy_literal(&mut body, &framing);
-            body.extend_from_slice(&self.scratch[piece]);
+            for block in s.entries.chunks(SNAPPY_BLOCK) {
+                let n = snappy
+                    .compress(block, &mut self.scratch)
+                    .map_err(|e| format!("snappy compression failed: {e}"))?;
+                // Without the block's own header (its uncompressed length).
+                let header = varint_len(block.len() as u64);
+                body.extend_from_slice(self.scratch.get(header..n).unwrap_or_default());
+            }
         }
         Ok(body)
     }
