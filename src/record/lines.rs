@@ -187,7 +187,10 @@ impl LineCache {
     }
 
     /// Writes an event's JSON object but its closing brace, with its timestamp first if
-    /// `timed`.
+    /// `timed`. Inlined into both writers, so each has its own copy with `timed` fixed
+    /// (measured: as a call it cost the file worker 40 instructions per line).
+    #[allow(clippy::inline_always)]
+    #[inline(always)]
     fn write_event(
         &mut self,
         out: &mut Vec<u8>,

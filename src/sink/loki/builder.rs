@@ -74,7 +74,7 @@ const RESERVED: &[&str] = &[
 /// | [`max_retry_after`](Self::max_retry_after) | 5 min |
 /// | [`overflow`](Self::overflow) | [`OverflowPolicy::Block`](crate::OverflowPolicy::Block) for at most 500 ms |
 /// | [`queue_capacity`](Self::queue_capacity) | 65,536 records |
-/// | [`queue_max_bytes`](Self::queue_max_bytes) | 4 MiB |
+/// | [`queue_max_bytes`](Self::queue_max_bytes) | 2 MiB |
 /// | [`drop_timeout`](Self::drop_timeout) | 2 s |
 ///
 /// # Examples
