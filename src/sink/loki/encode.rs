@@ -705,10 +705,21 @@ mod tests {
 
     #[test]
     fn snappy_literals_of_every_length_class_decode() {
-        for n in [1, 59, 60, 61, 255, 256, 257, 65_536, 65_537, 1 << 24 | 1] {
+        for n in [
+            1_u32,
+            59,
+            60,
+            61,
+            255,
+            256,
+            257,
+            65_536,
+            65_537,
+            1 << 24 | 1,
+        ] {
             let bytes: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
             let mut body = Vec::new();
-            put_varint(&mut body, n as u64);
+            put_varint(&mut body, u64::from(n));
             put_snappy_literal(&mut body, &bytes);
             assert_eq!(
                 snap::raw::Decoder::new().decompress_vec(&body).unwrap(),
