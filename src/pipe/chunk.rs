@@ -160,6 +160,7 @@ pub(crate) const EVENT_HEADER: usize = EVENT_OVERHEAD;
 
 /// Writes the queue's header into the first [`EVENT_HEADER`] bytes of an encoded event (the
 /// layer leaves them free), so queueing it is one copy. At most 255 metadata.
+#[inline]
 pub(crate) fn seal_event(entry: &mut [u8], metas: usize) {
     let len = len32(entry.len() - EVENT_HEADER).to_le_bytes();
     entry[..EVENT_HEADER].copy_from_slice(&[

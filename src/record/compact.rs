@@ -46,6 +46,7 @@ pub(crate) const FLAG_LOCATION: u8 = 1;
 /// writer of its fields. The span chain follows them ([`push_span`], after a `u8` count).
 /// `meta` is the event's: only a `log` record bridged by `tracing-log` (target `log`) has
 /// its `log.*` bookkeeping fields looked for.
+#[inline]
 pub(crate) fn begin_event<'a>(
     out: &'a mut Vec<u8>,
     header: usize,
