@@ -219,6 +219,17 @@ impl<'a> Iterator for Drain<'a> {
         loop {
             let rest = self.bytes.get(self.pos..).filter(|r| !r.is_empty())?;
             let tag = rest[0];
+            // The common entry, an event, read in one step.
+            if let (EVENT, Some(&[_, n, a, b, c, d])) = (tag, rest.get(..EVENT_OVERHEAD)) {
+                let end = EVENT_OVERHEAD + u32::from_le_bytes([a, b, c, d]) as usize;
+                let event = rest.get(EVENT_OVERHEAD..end)?;
+                self.pos += end;
+                let n = usize::from(n);
+                let (metas, others) = self.metas.split_at(n.min(self.metas.len()));
+                self.metas = others;
+                let event = EventRef::new(event, metas);
+                return Some((Entry::Event(event), end + n * META_SIZE));
+            }
             let (len, size) = entry_len(rest);
             self.pos += len;
             match tag {
