@@ -168,8 +168,13 @@ impl SinkLayer {
         };
         buf.bytes.clear();
         buf.metas.clear();
-        let mut fields =
-            compact::begin_event(&mut buf.bytes, EVENT_HEADER, clock::now_nanos(), flags);
+        let mut fields = compact::begin_event(
+            &mut buf.bytes,
+            EVENT_HEADER,
+            clock::now_nanos(),
+            flags,
+            event.metadata(),
+        );
         event.record(&mut fields);
         fields.finish();
         buf.metas.push(event.metadata());
@@ -378,12 +383,15 @@ where
             return;
         }
         // Events of a sink's own work (on its worker threads) never go back to that sink.
-        let accepts = |s: &&Arc<dyn Sink>| !mark.is_worker_of(s.id());
+        // On an application's thread (no sink's), every sink takes the event: no look at
+        // the sinks' ids.
+        let any_worker = mark.is_any_worker();
+        let accepts = |s: &&Arc<dyn Sink>| !any_worker || !mark.is_worker_of(s.id());
         if !self.sinks.iter().any(|s| accepts(&s)) {
             return;
         }
         // A sink's worker never waits for room in another sink's queue.
-        let patience = if mark.is_any_worker() {
+        let patience = if any_worker {
             Patience::None
         } else {
             Patience::Bounded

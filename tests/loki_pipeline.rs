@@ -93,3 +93,36 @@ fn zero_in_flight_is_a_configuration_error() {
         .unwrap_err();
     assert!(err.to_string().contains("max_in_flight"), "{err}");
 }
+
+#[tokio::test]
+async fn a_burst_many_times_the_default_queue_bound_loses_nothing_through_the_layer() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let receiver = receiver().await;
+    // Every default but the label: the default queue bound (a few MiB) holds a fraction
+    // of the burst, and the default backpressure (`Block`) absorbs the rest.
+    let sink = sinkwatch::LokiSink::builder(receiver.url())
+        .label("app", "test")
+        .build()
+        .unwrap();
+    let subscriber = tracing_subscriber::registry().with(sinkwatch::SinkLayer::new(sink.clone()));
+    // About 150 bytes each in the queue: 60,000 make four times a 2 MiB bound.
+    let emitted = 60_000_u64;
+    tracing::subscriber::with_default(subscriber, || {
+        for i in 0..emitted {
+            tracing::info!(
+                i,
+                user = "ada",
+                note = "a sixty character string value for the fifth field of events",
+                "burst"
+            );
+        }
+    });
+    sink.flush().await.unwrap();
+    let stats = sink.stats();
+    assert_eq!(
+        (stats.accepted, stats.delivered, stats.dropped),
+        (emitted, emitted, 0)
+    );
+    assert_eq!(receiver.lines().len() as u64, emitted);
+    sink.shutdown(Duration::from_secs(10)).await;
+}

@@ -75,7 +75,11 @@ impl Chunk {
         match put {
             Put::Event(entry, metas) => {
                 self.bytes.extend_from_slice(entry);
-                self.metas.extend_from_slice(metas);
+                // Mostly one (an event outside any span): a push, not a call to memcpy.
+                match metas {
+                    [meta] => self.metas.push(meta),
+                    _ => self.metas.extend_from_slice(metas),
+                }
             }
             Put::Line(line) => {
                 self.bytes.push(LINE);
@@ -156,6 +160,7 @@ pub(crate) const EVENT_HEADER: usize = EVENT_OVERHEAD;
 
 /// Writes the queue's header into the first [`EVENT_HEADER`] bytes of an encoded event (the
 /// layer leaves them free), so queueing it is one copy. At most 255 metadata.
+#[inline]
 pub(crate) fn seal_event(entry: &mut [u8], metas: usize) {
     let len = len32(entry.len() - EVENT_HEADER).to_le_bytes();
     entry[..EVENT_HEADER].copy_from_slice(&[
@@ -214,6 +219,17 @@ impl<'a> Iterator for Drain<'a> {
         loop {
             let rest = self.bytes.get(self.pos..).filter(|r| !r.is_empty())?;
             let tag = rest[0];
+            // The common entry, an event, read in one step.
+            if let (EVENT, Some(&[_, n, a, b, c, d])) = (tag, rest.get(..EVENT_OVERHEAD)) {
+                let end = EVENT_OVERHEAD + u32::from_le_bytes([a, b, c, d]) as usize;
+                let event = rest.get(EVENT_OVERHEAD..end)?;
+                self.pos += end;
+                let n = usize::from(n);
+                let (metas, others) = self.metas.split_at(n.min(self.metas.len()));
+                self.metas = others;
+                let event = EventRef::new(event, metas);
+                return Some((Entry::Event(event), end + n * META_SIZE));
+            }
             let (len, size) = entry_len(rest);
             self.pos += len;
             match tag {

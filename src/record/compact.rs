@@ -47,12 +47,16 @@ pub(crate) const FLAG_TRACE: u8 = 2;
 /// Starts an event's encoding at the end of `out`: `header` bytes left for the queue (see
 /// `queue::seal_event`), the time (ns since the epoch) and flags, in one copy; returns the
 /// writer of its fields. The span chain follows them ([`push_span`], after a `u8` count).
-pub(crate) fn begin_event(
-    out: &mut Vec<u8>,
+/// `meta` is the event's: only a `log` record bridged by `tracing-log` (target `log`) has
+/// its `log.*` bookkeeping fields looked for.
+#[inline]
+pub(crate) fn begin_event<'a>(
+    out: &'a mut Vec<u8>,
     header: usize,
     nanos: u64,
     flags: u8,
-) -> FieldWriter<'_> {
+    meta: &Metadata<'_>,
+) -> FieldWriter<'a> {
     const MAX_HEADER: usize = 8;
     let header = header.min(MAX_HEADER);
     let mut start = [0_u8; MAX_HEADER + 11];
@@ -64,6 +68,7 @@ pub(crate) fn begin_event(
         out,
         count: 0,
         event: true,
+        bridged: meta.target() == "log",
     }
 }
 
@@ -103,6 +108,8 @@ pub(crate) struct FieldWriter<'a> {
     count_at: usize,
     count: u16,
     event: bool,
+    /// A bridged `log` record: its `log.*` fields are bookkeeping, not fields.
+    bridged: bool,
 }
 
 impl<'a> FieldWriter<'a> {
@@ -115,6 +122,7 @@ impl<'a> FieldWriter<'a> {
             count_at,
             count: 0,
             event: false,
+            bridged: false,
         }
     }
 
@@ -127,6 +135,7 @@ impl<'a> FieldWriter<'a> {
             count_at: 0,
             count,
             event: false,
+            bridged: false,
         }
     }
 
@@ -180,12 +189,6 @@ impl<'a> FieldWriter<'a> {
     }
 }
 
-/// A cheap first test for `log.*` bookkeeping fields (a string comparison per field costs
-/// more than the rest of recording it).
-fn maybe_log(field: &Field) -> bool {
-    field.name().as_bytes().get(..4) == Some(b"log.")
-}
-
 /// A cheap first test for the `message` field.
 fn maybe_message(field: &Field) -> bool {
     field.name().len() == 7
@@ -209,7 +212,7 @@ impl Visit for FieldWriter<'_> {
         self.fixed(I64, field, value.to_le_bytes());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.event && maybe_log(field) && field.name() == "log.line" {
+        if self.bridged && field.name() == "log.line" {
             return;
         }
         self.fixed(U64, field, value.to_le_bytes());
@@ -224,14 +227,14 @@ impl Visit for FieldWriter<'_> {
         self.fixed(BOOL, field, [u8::from(value)]);
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        if !self.event || !(maybe_log(field) || maybe_message(field)) {
+        if !self.event || !(self.bridged || maybe_message(field)) {
             return self.str(STR, field, value);
         }
         match field.name() {
             "message" => self.str(MESSAGE, field, value),
-            "log.target" => self.str(LOG_TARGET, field, value),
+            "log.target" if self.bridged => self.str(LOG_TARGET, field, value),
             // The rest of tracing-log's bookkeeping for bridged `log` records.
-            "log.module_path" | "log.file" => {}
+            "log.module_path" | "log.file" if self.bridged => {}
             _ => self.str(STR, field, value),
         }
     }

@@ -32,6 +32,9 @@ pub(crate) struct Batch {
     /// The raw (uncompressed) request's size, framing included (an upper bound).
     bytes: usize,
     opened: Option<Instant>,
+    /// The size of the batch taken before this one: the first stream's buffer starts with
+    /// that capacity, so a steady flow of batches fills it without growing it by copies.
+    hint: usize,
 }
 
 impl Batch {
@@ -81,9 +84,10 @@ impl Batch {
             i
         } else {
             let i = self.streams.len();
+            let capacity = if i == 0 { self.hint } else { 0 };
             self.streams.push(Stream {
                 set: Arc::clone(set),
-                entries: Vec::new(),
+                entries: Vec::with_capacity(capacity),
                 count: 0,
             });
             self.index.insert(Arc::clone(set), i);
@@ -127,7 +131,11 @@ impl Batch {
 
     /// Takes the batch, leaving an empty one.
     pub(crate) fn take(&mut self) -> Batch {
-        std::mem::take(self)
+        let next = Batch {
+            hint: self.bytes,
+            ..Batch::default()
+        };
+        std::mem::replace(self, next)
     }
 
     /// Splits a batch of two or more entries into two with about half the entries each,

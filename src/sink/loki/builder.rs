@@ -83,7 +83,7 @@ const RESERVED: &[&str] = &[
 /// | [`max_retry_after`](Self::max_retry_after) | 5 min |
 /// | [`overflow`](Self::overflow) | [`OverflowPolicy::Block`](crate::OverflowPolicy::Block) for at most 500 ms |
 /// | [`queue_capacity`](Self::queue_capacity) | 65,536 records |
-/// | [`queue_max_bytes`](Self::queue_max_bytes) | 64 MiB |
+/// | [`queue_max_bytes`](Self::queue_max_bytes) | 2 MiB |
 /// | [`drop_timeout`](Self::drop_timeout) | 2 s |
 /// | [`disk_buffer`](Self::disk_buffer) | none |
 /// | [`disk_buffer_max_bytes`](Self::disk_buffer_max_bytes) | 256 MiB |
@@ -184,7 +184,7 @@ impl LokiSinkBuilder {
             retry: RetryPolicy::default(),
             overflow: OverflowPolicy::Block(DEFAULT_MAX_BLOCK),
             queue_capacity: 65_536,
-            queue_max_bytes: 64 * 1024 * 1024,
+            queue_max_bytes: 2 * 1024 * 1024,
             drop_timeout: DEFAULT_DROP_TIMEOUT,
             disk_dir: None,
             disk_max_bytes: DEFAULT_DISK_MAX_BYTES,
@@ -788,6 +788,7 @@ impl LokiSinkBuilder {
                 format: self.line_format,
                 max_bytes: self.max_line_bytes.max(TRUNCATION_MARKER.len()),
                 long: self.long_lines,
+                cache: crate::record::LineCache::default(),
             },
             labeler: Labeler::new(
                 self.labels.clone(),

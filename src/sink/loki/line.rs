@@ -1,23 +1,26 @@
 //! Entry lines: what a record's line holds, and what happens to one that is too long.
 
 use super::{LineFormat, LongLines};
-use crate::record::{json, RecordRef};
+use crate::record::{LineCache, RecordRef};
 
 /// Appended to a truncated line.
 pub(crate) const TRUNCATION_MARKER: &str = "…[truncated]";
 
 /// How records become lines.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(crate) struct Lines {
     pub(crate) format: LineFormat,
     pub(crate) max_bytes: usize,
     pub(crate) long: LongLines,
+    /// Each callsite's pre-escaped parts, shared with the file sink's writer (one pass
+    /// over the compact form, as `record::lines` describes).
+    pub(crate) cache: LineCache,
 }
 
 impl Lines {
     /// The record's line, or `None` when it is too long and such lines are dropped.
     #[cfg(test)]
-    pub(crate) fn render(&self, record: &mut crate::Record) -> Option<String> {
+    pub(crate) fn render(&mut self, record: &mut crate::Record) -> Option<String> {
         let mut out = Vec::new();
         self.render_into(&RecordRef::Owned(record), &mut out)?;
         Some(String::from_utf8(out).unwrap())
@@ -27,14 +30,18 @@ impl Lines {
     /// it (0 unless it was truncated), or `None` when it is too long and such lines are
     /// dropped. The line is UTF-8: text escaped as JSON, or the message, cut at a character
     /// boundary.
-    pub(crate) fn render_into(&self, record: &RecordRef<'_>, out: &mut Vec<u8>) -> Option<usize> {
+    pub(crate) fn render_into(
+        &mut self,
+        record: &RecordRef<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<usize> {
         out.clear();
         match self.format {
             // As `Record::write_json` writes it but without the timestamp: the entry
             // carries the same time, to the nanosecond, and repeating it costs bytes.
             // Without the trace ids too: they are the entry's structured metadata, and a
             // copy in the line would meet them again as `trace_id_extracted` in `| json`.
-            LineFormat::Json => json::write_record(out, record, None, false),
+            LineFormat::Json => self.cache.write_untimed(out, record),
             LineFormat::Message => out.extend_from_slice(record.message_bytes()),
         }
         if out.len() <= self.max_bytes {
@@ -76,6 +83,7 @@ mod tests {
             format: LineFormat::Message,
             max_bytes: max,
             long,
+            cache: LineCache::default(),
         }
     }
 
@@ -109,10 +117,11 @@ mod tests {
             .with_field("n", 1_u64)
             .with_field("s", "q\"");
         r.line = Some(7);
-        let l = Lines {
+        let mut l = Lines {
             format: LineFormat::Json,
             max_bytes: 1024,
             long: LongLines::Drop,
+            cache: LineCache::default(),
         };
         let v: serde_json::Value = serde_json::from_str(&l.render(&mut r).unwrap()).unwrap();
         assert_eq!(v["message"], "m\n");

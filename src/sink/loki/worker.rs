@@ -41,6 +41,9 @@ mod from_disk;
 /// next batch, few enough not to crowd a Loki.
 pub(crate) const DEFAULT_IN_FLIGHT: usize = 4;
 
+/// Records moved into the batch after which the worker gives their room back to the queue.
+const RELEASE_EVERY: usize = 1024;
+
 /// Everything the worker is started with.
 pub(crate) struct Config {
     pub(crate) client: reqwest::Client,
@@ -324,6 +327,11 @@ impl Worker {
                     self.add(&RecordRef::Owned(&record)).await;
                 }
                 Entry::Flush(_) => unreachable!("handled above"),
+            }
+            // Room back to waiting writers as entries reach the batch, not only per chunk
+            // or batch: with a small queue, `Block`'s waits stay short.
+            if self.held.0 >= RELEASE_EVERY {
+                self.release();
             }
         }
         chunk.clear();

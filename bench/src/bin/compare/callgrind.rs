@@ -450,9 +450,19 @@ impl Measured {
 
 /// Instructions per record on every thread, per path and round (interleaved, as the
 /// other groups); a round where valgrind failed for a path has no entry for it.
+///
+/// `SINKWATCH_BENCH_CG_PATHS` (comma-separated, e.g. `noop,loki`) measures only those
+/// paths, for quick looks while profiling; the full report needs them all.
 pub fn measure(n: u64, rounds: usize) -> Vec<(&'static str, Vec<Measured>)> {
-    let mut results: Vec<(&'static str, Vec<Measured>)> =
-        PATHS.iter().map(|&p| (p, Vec::new())).collect();
+    let only = std::env::var("SINKWATCH_BENCH_CG_PATHS").ok();
+    let mut results: Vec<(&'static str, Vec<Measured>)> = PATHS
+        .iter()
+        .filter(|p| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|x| x == **p))
+        })
+        .map(|&p| (p, Vec::new()))
+        .collect();
     for round in 1..=rounds {
         for (path, runs) in &mut results {
             eprintln!("callgrind round {round} of {rounds}: {path}");

@@ -16,6 +16,7 @@
 //! `SINKWATCH_BENCH_LOKI_LONG_N` (1,000,000: the Loki group runs both lengths),
 //! `SINKWATCH_BENCH_MEM_N` (200,000), `SINKWATCH_BENCH_CG_N` (50,000).
 //! `SINKWATCH_BENCH_CG_DIR` keeps the callgrind files there (for `callgrind_annotate`).
+//! `SINKWATCH_BENCH_CG_PATHS` (e.g. `noop,loki`) measures only those callgrind paths.
 
 mod callgrind;
 mod common;
