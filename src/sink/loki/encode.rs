@@ -215,12 +215,12 @@ pub(crate) struct EntryView<'a> {
 impl EntryView<'_> {
     /// The structured-metadata pairs.
     pub(crate) fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        Fields(self.metadata)
+        ProtoFields(self.metadata)
             .filter(|(field, _)| *field == METADATA)
             .map(|(_, pair)| {
                 let mut name: &[u8] = &[];
                 let mut value: &[u8] = &[];
-                for (f, v) in Fields(pair) {
+                for (f, v) in ProtoFields(pair) {
                     match f {
                         PAIR_NAME => name = v,
                         PAIR_VALUE => value = v,
@@ -249,9 +249,9 @@ fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
 /// The fields of a message, as (tag, contents) for length-delimited ones and (tag, raw
 /// varint bytes) for varints. Stops at anything it does not understand: the bytes are the
 /// crate's own.
-struct Fields<'a>(&'a [u8]);
+struct ProtoFields<'a>(&'a [u8]);
 
-impl<'a> Iterator for Fields<'a> {
+impl<'a> Iterator for ProtoFields<'a> {
     type Item = (u8, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -293,7 +293,7 @@ impl<'a> Iterator for Entries<'a> {
             line: &[],
             metadata: &[],
         };
-        let mut fields = Fields(body);
+        let mut fields = ProtoFields(body);
         loop {
             let at = body.len() - fields.0.len();
             let Some((tag, value)) = fields.next() else {
@@ -317,7 +317,7 @@ impl<'a> Iterator for Entries<'a> {
 /// Nanoseconds since the epoch from a `google.protobuf.Timestamp`'s bytes.
 fn read_timestamp(bytes: &[u8]) -> i128 {
     let (mut seconds, mut nanos) = (0_i64, 0_i64);
-    for (field, mut v) in Fields(bytes) {
+    for (field, mut v) in ProtoFields(bytes) {
         // Written by `timestamp`: two's complement int64 and a nanosecond count.
         let x = i64::from_ne_bytes(read_varint(&mut v).unwrap_or(0).to_ne_bytes());
         match field {
