@@ -1,24 +1,13 @@
 //! The clock an event is stamped with on the calling thread: the wall clock, in
 //! nanoseconds since the Unix epoch, read once per event.
 //!
-//! On Linux it is `clock_gettime(CLOCK_REALTIME)` through the vDSO (rustix), the same
-//! clock and the same call `SystemTime::now()` makes, without the conversion through
-//! `SystemTime` and `Duration` (a subtraction from the epoch with its checks), which cost
-//! more than the read itself. Elsewhere, `SystemTime`.
+//! `SystemTime::now()` and its distance from the epoch. A raw `clock_gettime` through
+//! rustix saved about 82 of the calling thread's instructions per event, but it cost the
+//! quickstart three crates (issue 17 keeps its first build at 130) and rustix's raw-syscall
+//! backend crashes under valgrind (its vDSO set-up reads the auxiliary vector valgrind
+//! gives it); `unsafe` (libc directly) is forbidden in the crate.
 
 /// The wall clock now, in nanoseconds since the epoch (0 before it).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-#[inline]
-pub(crate) fn now_nanos() -> u64 {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
-    match (u64::try_from(now.tv_sec), u64::try_from(now.tv_nsec)) {
-        (Ok(secs), Ok(nanos)) => secs.saturating_mul(1_000_000_000).saturating_add(nanos),
-        _ => 0,
-    }
-}
-
-/// The wall clock now, in nanoseconds since the epoch (0 before it).
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
 #[inline]
 pub(crate) fn now_nanos() -> u64 {
     super::compact::nanos_of(std::time::SystemTime::now())

@@ -73,7 +73,7 @@ pub(crate) fn begin_event<'a>(
 }
 
 /// The wall clock in nanoseconds since the epoch (0 before it), as events record it.
-#[cfg(any(test, not(any(target_os = "linux", target_os = "android"))))]
+#[inline]
 pub(crate) fn nanos_of(time: std::time::SystemTime) -> u64 {
     time.duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0, |d| {
