@@ -80,7 +80,8 @@ fn run_and_kill_child(dir: &Path, url: &str) {
     // The scenario itself (issue 15: "killed 1.5 s after their last write"), not a
     // synchronisation: nothing is awaited here.
     #[allow(clippy::disallowed_methods)]
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1500)); // the scenario, not a wait for work
+
     // `Child::kill` is SIGKILL on Unix.
     child.0.kill().unwrap();
     let status = child.0.wait().unwrap();

@@ -96,7 +96,7 @@ impl DirLock {
 // child process between its fork and its exec.
 #[allow(clippy::disallowed_methods)]
 fn backoff(ms: u64) {
-    std::thread::sleep(std::time::Duration::from_millis(ms));
+    std::thread::sleep(std::time::Duration::from_millis(ms)); // retry backoff against a child process
 }
 
 /// Who holds the lock, as the holder wrote it.
