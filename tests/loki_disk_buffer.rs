@@ -496,3 +496,32 @@ async fn writers_racing_a_shutdown_during_an_outage_leave_exact_totals_and_a_rep
     assert_eq!(seen.len() as u64, stats.persisted, "distinct lines");
     assert!(seen.values().all(|&n| n == 1), "no duplicates");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_waiting_out_an_outage_resolves_when_a_shutdown_comes() {
+    let receiver = receiver().await;
+    receiver.stop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let events = testing::watch();
+    let sink = disk_sink(&receiver, dir.path()).build().unwrap();
+    for i in 0..50 {
+        sink.try_write(record(format!("r {i}"))).unwrap();
+    }
+    let flushing = tokio::spawn({
+        let sink = sink.clone();
+        async move { sink.flush().await }
+    });
+    // The flush cannot end while Loki is down: it waits for delivery, and the request retries.
+    events
+        .wait(ev(sink.id(), events::push_retry::NAME))
+        .await
+        .unwrap();
+    assert!(!flushing.is_finished());
+    let stats = shut(&sink, Duration::from_millis(200)).await;
+    // The shutdown ends the flush's wait (with whatever it answers), within the default wait.
+    testing::eventually("the flush resolved", || flushing.is_finished())
+        .await
+        .unwrap();
+    assert_identity(&stats);
+    assert_eq!(stats.persisted, 50, "{stats:?}");
+}
