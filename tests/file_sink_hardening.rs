@@ -4,12 +4,13 @@
 
 #![cfg(all(feature = "file", feature = "testing"))]
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "support/file.rs"]
 mod support;
 
-use std::io::{BufRead as _, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -76,43 +77,9 @@ async fn child_writes_until_killed() {
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
 }
 
-/// Kills the child when dropped, so a failing parent never leaves it running.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts the child writing into `dir` and returns once it has flushed its first records.
-fn start_child(dir: &Path) -> KillOnDrop {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = KillOnDrop(
-        Command::new(exe)
-            .args([CHILD_TEST, "--exact", "--ignored", "--nocapture"])
-            .env(CHILD_DIR, dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(stdout).lines() {
-            if l.as_deref().is_ok_and(|l| l == "ready") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    // A bound on a wait for another process, not a sleep: it fails the test if the child
-    // never gets going.
-    rx.recv_timeout(Duration::from_secs(120))
-        .expect("the child never said it was ready");
-    child
+fn start_child(dir: &Path) -> child::KillOnDrop {
+    child::start(CHILD_TEST, &[(CHILD_DIR, dir.as_os_str())], "ready")
 }
 
 /// Where the last whole line of `bytes` ends.

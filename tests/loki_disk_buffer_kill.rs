@@ -7,14 +7,15 @@
 
 #![cfg(unix)]
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "support/loki.rs"]
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, Read as _, Write as _};
+use std::ffi::OsStr;
+use std::io::{Read as _, Write as _};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use sinkwatch::testing::{Fault, LokiReceiver};
@@ -63,59 +64,22 @@ async fn child_writes_through_the_layer_until_killed() {
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
 }
 
-/// Kills the child when dropped, so a failing parent never leaves it running.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Runs the child against `url` with its buffer in `dir`, and kills it (`SIGKILL`) 1.5 s
 /// after it said it had written its last record.
 fn run_and_kill_child(dir: &Path, url: &str) {
-    let mut child = start_child(dir, url);
+    let child = start_child(dir, url);
     // The scenario itself (issue 15: "killed 1.5 s after their last write"), not a
     // synchronisation: nothing is awaited here.
     #[allow(clippy::disallowed_methods)]
     std::thread::sleep(Duration::from_millis(1500)); // the scenario, not a wait for work
 
-    // `Child::kill` is SIGKILL on Unix.
-    child.0.kill().unwrap();
-    let status = child.0.wait().unwrap();
-    assert!(!status.success(), "the child was killed, not finished");
+    child::kill(child);
 }
 
 /// Starts the child and returns once it said it had written its last record.
-fn start_child(dir: &Path, url: &str) -> KillOnDrop {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = KillOnDrop(
-        Command::new(exe)
-            .args([CHILD_TEST, "--exact", "--ignored", "--nocapture"])
-            .env(CHILD_DIR, dir)
-            .env(CHILD_URL, url)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in std::io::BufReader::new(stdout).lines() {
-            if l.as_deref().is_ok_and(|l| l == "written") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    // A bound on a wait for another process, not a sleep: it fails the test if the child
-    // never gets there.
-    rx.recv_timeout(Duration::from_secs(120))
-        .expect("the child never said it had written");
-    child
+fn start_child(dir: &Path, url: &str) -> child::KillOnDrop {
+    let envs = [(CHILD_DIR, dir.as_os_str()), (CHILD_URL, OsStr::new(url))];
+    child::start(CHILD_TEST, &envs, "written")
 }
 
 /// How many times each line arrived.
