@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use super::batch::{self, Batch};
 use super::durable::{Appended, DiskSetup, Durable};
-use super::encode::{self, Encoder};
+use super::encode::{self, Encoder, InPlace};
 use super::labels::{LabelSet, Labeler};
 use super::line::Lines;
 use super::push::{self, sleep_until, Done, Part, Pusher};
@@ -81,6 +81,8 @@ struct Worker {
     labeler: Labeler,
     batch: Batch,
     encoder: Encoder,
+    /// Writes entries with their line rendered straight into the stream's buffer.
+    in_place: InPlace,
     /// The line and the structured metadata of the entry being made, reused.
     line: Vec<u8>,
     metadata: Vec<u8>,
@@ -123,6 +125,7 @@ pub(crate) async fn run(consumer: Consumer, cfg: Config) {
         labeler: cfg.labeler,
         batch: Batch::default(),
         encoder: Encoder::default(),
+        in_place: InPlace::default(),
         line: Vec::with_capacity(1024),
         metadata: Vec::new(),
         tally: Tally::default(),
@@ -145,6 +148,16 @@ async fn wait_until(at: Option<Instant>) {
 
 /// What a drop at encoding is charged to: the consumer, or a disk range's ticket.
 type Dropped = (u64, &'static str);
+
+/// How [`Worker::add_in_place`] went.
+enum InPlaceStep {
+    /// Not tried (no stream for the record in the batch, or an odd timestamp).
+    Skipped,
+    /// The record is added, or refused and counted.
+    Done,
+    /// The entry would overflow the batch: it is framed in `Worker::line`, for the next.
+    Overflowed,
+}
 
 impl Worker {
     async fn main_loop(&mut self) {
@@ -370,12 +383,28 @@ impl Worker {
     }
 
     /// Adds a record to the batch, sending the batch first if the record would overflow it.
-    /// The entry is written once, in its wire form, into its stream's buffer.
+    /// The entry is written once, in its wire form, into its stream's buffer: with its line
+    /// rendered there when the batch has the stream (`add_in_place`), else rendered apart
+    /// and copied (the first entry of a stream, and every entry for the disk buffer).
     async fn add(&mut self, record: &RecordRef<'_>) {
         let Ok(set) = self.labeler.labels_for(record) else {
             self.tally.too_many_streams += 1;
             return;
         };
+        self.metadata.clear();
+        self.labeler.metadata_into(record, &mut self.metadata);
+        if self.disk.as_ref().is_none_or(|d| !d.accepting()) {
+            match self.add_in_place(&set, record) {
+                InPlaceStep::Done => return,
+                InPlaceStep::Overflowed => {
+                    self.release();
+                    self.send_batch().await;
+                    self.batch.push_framed(&set, &self.line);
+                    return;
+                }
+                InPlaceStep::Skipped => {}
+            }
+        }
         let Some(cut) = self.lines.render_into(record, &mut self.line) else {
             self.tally.too_long += 1;
             return;
@@ -384,8 +413,6 @@ impl Worker {
             self.tally.truncated += 1;
             self.tally.truncated_bytes += cut as u64;
         }
-        self.metadata.clear();
-        self.labeler.metadata_into(record, &mut self.metadata);
         if let Some(disk) = self.disk.as_mut().filter(|d| d.accepting()) {
             let nanos = record.unix_nanos();
             disk.entry.clear();
@@ -415,6 +442,49 @@ impl Worker {
         let buf = self.batch.stream_buf(&set);
         let n = encode::put_entry(buf, record.unix_nanos(), &self.line, &self.metadata);
         self.batch.added(n);
+    }
+
+    /// Writes the record's entry straight into its stream's buffer, its line rendered in
+    /// place, when the batch already has that stream (so that taking the entry back leaves
+    /// the batch as it was). An entry that would overflow the batch is taken back into
+    /// `self.line`, framed, for the caller to add after sending the batch: the same checks,
+    /// on the same sizes, as [`add`](Self::add)'s other way.
+    fn add_in_place(&mut self, set: &Arc<LabelSet>, record: &RecordRef<'_>) -> InPlaceStep {
+        let Some(buf) = self.batch.existing_stream_buf(set) else {
+            return InPlaceStep::Skipped;
+        };
+        let start = buf.len();
+        if !self.in_place.begin(buf, record.unix_nanos()) {
+            return InPlaceStep::Skipped;
+        }
+        let line_at = buf.len();
+        let Some(cut) = self.lines.append(record, buf) else {
+            buf.truncate(start);
+            self.tally.too_long += 1;
+            return InPlaceStep::Done;
+        };
+        if cut > 0 {
+            self.tally.truncated += 1;
+            self.tally.truncated_bytes += cut as u64;
+        }
+        let line_len = buf.len() - line_at;
+        let n = self.in_place.finish(buf, &self.metadata);
+        let cost = self
+            .batch
+            .cost(set, batch::entry_len(line_len, self.metadata.len()));
+        if self
+            .batch
+            .would_overflow(cost, self.max_entries, self.max_bytes)
+        {
+            if let Some(buf) = self.batch.existing_stream_buf(set) {
+                self.line.clear();
+                self.line.extend_from_slice(&buf[start..]);
+                buf.truncate(start);
+            }
+            return InPlaceStep::Overflowed;
+        }
+        self.batch.added(n);
+        InPlaceStep::Done
     }
 
     /// Adds an entry already framed to the batch, sending the batch first if it would
