@@ -107,6 +107,7 @@ impl Batch {
 
     /// The buffer of `set`'s stream if the batch has one (then it holds entries, and the
     /// batch is open), for the caller to append one entry to; then [`added`](Self::added).
+    #[inline]
     pub(crate) fn existing_stream_buf(&mut self, set: &Arc<LabelSet>) -> Option<&mut Vec<u8>> {
         let i = self.stream_of(set)?;
         if !self.last.as_ref().is_some_and(|(l, _)| Arc::ptr_eq(l, set)) {
@@ -131,11 +132,17 @@ impl Batch {
     }
 
     /// The index of `set`'s stream in the batch, if it has one.
+    #[inline]
     fn stream_of(&self, set: &Arc<LabelSet>) -> Option<usize> {
         match &self.last {
             Some((last, i)) if Arc::ptr_eq(last, set) => Some(*i),
-            _ => self.index.get(set).copied(),
+            _ => self.lookup(set),
         }
+    }
+
+    /// [`stream_of`](Self::stream_of) for a stream other than the last one used.
+    fn lookup(&self, set: &Arc<LabelSet>) -> Option<usize> {
+        self.index.get(set).copied()
     }
 
     /// When the batch must be sent, `wait` after its first entry arrived (`None` if empty).

@@ -205,9 +205,19 @@ pub(crate) fn put_entry(
 #[inline]
 #[allow(clippy::cast_possible_truncation)] // each byte takes the low 7 bits, on purpose
 fn patch_varint(dst: &mut [u8], v: usize) {
-    let last = dst.len().saturating_sub(1);
-    for (i, b) in dst.iter_mut().enumerate() {
-        *b = ((v >> (7 * i)) as u8 & 0x7f) | if i < last { 0x80 } else { 0 };
+    match dst {
+        // The common widths, written at once.
+        [a] => *a = v as u8,
+        [a, b] => {
+            *a = v as u8 | 0x80;
+            *b = (v >> 7) as u8;
+        }
+        _ => {
+            let last = dst.len().saturating_sub(1);
+            for (i, b) in dst.iter_mut().enumerate() {
+                *b = ((v >> (7 * i)) as u8 & 0x7f) | if i < last { 0x80 } else { 0 };
+            }
+        }
     }
 }
 

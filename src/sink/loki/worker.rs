@@ -149,6 +149,14 @@ async fn wait_until(at: Option<Instant>) {
 /// What a drop at encoding is charged to: the consumer, or a disk range's ticket.
 type Dropped = (u64, &'static str);
 
+/// What is left of adding a record after `Worker::add_now`.
+enum Rest {
+    /// Its entry, framed in `Worker::line`, for the batch after the one to send now.
+    Overflowed(Arc<LabelSet>),
+    /// Its line, to render apart, and its entry, to add to the batch or the disk buffer.
+    Apart(Arc<LabelSet>),
+}
+
 /// How [`Worker::add_in_place`] went.
 enum InPlaceStep {
     /// Not tried (no stream for the record in the batch, or an odd timestamp).
@@ -332,12 +340,18 @@ impl Worker {
                 continue;
             }
             match entry {
-                Entry::Event(event) => self.add(&RecordRef::Event(event)).await,
-                Entry::Record(record) => self.add(&RecordRef::Owned(&record)).await,
+                // Most records take the way that needs no waiting, without a future.
+                Entry::Event(event) => {
+                    let record = RecordRef::Event(event);
+                    if let Err(rest) = self.add_now(&record) {
+                        self.add(&record, rest).await;
+                    }
+                }
+                Entry::Record(record) => self.add_any(&RecordRef::Owned(&record)).await,
                 Entry::Line(line) => {
                     let text = String::from_utf8_lossy(line).into_owned();
                     let record = Record::new(tracing::Level::INFO, text);
-                    self.add(&RecordRef::Owned(&record)).await;
+                    self.add_any(&RecordRef::Owned(&record)).await;
                 }
                 Entry::Flush(_) => unreachable!("handled above"),
             }
@@ -383,28 +397,47 @@ impl Worker {
     }
 
     /// Adds a record to the batch, sending the batch first if the record would overflow it.
-    /// The entry is written once, in its wire form, into its stream's buffer: with its line
-    /// rendered there when the batch has the stream (`add_in_place`), else rendered apart
-    /// and copied (the first entry of a stream, and every entry for the disk buffer).
-    async fn add(&mut self, record: &RecordRef<'_>) {
+    async fn add_any(&mut self, record: &RecordRef<'_>) {
+        if let Err(rest) = self.add_now(record) {
+            self.add(record, rest).await;
+        }
+    }
+
+    /// The part of adding a record that never waits: its labels and metadata, and its
+    /// entry when it can be written in place (`add_in_place`). `Err` says what is left
+    /// for [`add`](Self::add).
+    fn add_now(&mut self, record: &RecordRef<'_>) -> Result<(), Rest> {
         let Ok(set) = self.labeler.labels_for(record) else {
             self.tally.too_many_streams += 1;
-            return;
+            return Ok(());
         };
         self.metadata.clear();
         self.labeler.metadata_into(record, &mut self.metadata);
-        if self.disk.as_ref().is_none_or(|d| !d.accepting()) {
-            match self.add_in_place(&set, record) {
-                InPlaceStep::Done => return,
-                InPlaceStep::Overflowed => {
-                    self.release();
-                    self.send_batch().await;
-                    self.batch.push_framed(&set, &self.line);
-                    return;
-                }
-                InPlaceStep::Skipped => {}
-            }
+        if self.disk.as_ref().is_some_and(Durable::accepting) {
+            return Err(Rest::Apart(set));
         }
+        match self.add_in_place(&set, record) {
+            InPlaceStep::Done => Ok(()),
+            InPlaceStep::Overflowed => Err(Rest::Overflowed(set)),
+            InPlaceStep::Skipped => Err(Rest::Apart(set)),
+        }
+    }
+
+    /// The rest of adding a record after [`add_now`](Self::add_now), sending the batch
+    /// first if the entry would overflow it. The entry is written once, in its wire form,
+    /// into its stream's buffer: with its line rendered there when the batch has the
+    /// stream (`add_in_place`), else rendered apart and copied (the first entry of a
+    /// stream, and every entry for the disk buffer).
+    async fn add(&mut self, record: &RecordRef<'_>, rest: Rest) {
+        let set = match rest {
+            Rest::Overflowed(set) => {
+                self.release();
+                self.send_batch().await;
+                self.batch.push_framed(&set, &self.line);
+                return;
+            }
+            Rest::Apart(set) => set,
+        };
         let Some(cut) = self.lines.render_into(record, &mut self.line) else {
             self.tally.too_long += 1;
             return;
@@ -469,9 +502,8 @@ impl Worker {
         }
         let line_len = buf.len() - line_at;
         let n = self.in_place.finish(buf, &self.metadata);
-        let cost = self
-            .batch
-            .cost(set, batch::entry_len(line_len, self.metadata.len()));
+        // `Batch::cost` for a stream the batch has: the entry alone.
+        let cost = batch::entry_len(line_len, self.metadata.len());
         if self
             .batch
             .would_overflow(cost, self.max_entries, self.max_bytes)
