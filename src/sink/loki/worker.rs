@@ -44,6 +44,10 @@ pub(crate) const DEFAULT_IN_FLIGHT: usize = 4;
 /// Records moved into the batch after which the worker gives their room back to the queue.
 const RELEASE_EVERY: usize = 1024;
 
+/// Records taken after which the worker looks at the shutdown deadline again (it also
+/// looks at the first record of every chunk, and at every flush marker).
+const DEADLINE_EVERY: u32 = 32;
+
 /// Everything the worker is started with.
 pub(crate) struct Config {
     pub(crate) client: reqwest::Client,
@@ -99,6 +103,8 @@ struct Worker {
     held: (usize, usize),
     /// The shutdown deadline passed: whatever is left is dropped.
     stopped: bool,
+    /// Records to take before `abandoning` reads the deadline again.
+    deadline_in: u32,
 }
 
 /// The worker's whole life.
@@ -134,6 +140,7 @@ pub(crate) async fn run(consumer: Consumer, cfg: Config) {
         max_in_flight: cfg.max_in_flight.max(1),
         held: (0, 0),
         stopped: false,
+        deadline_in: 0,
     };
     worker.main_loop().await;
 }
@@ -248,7 +255,23 @@ impl Worker {
     /// True when a record taken now is dropped at once (the shutdown deadline passed).
     /// With a working disk buffer that has room never: it is appended, and stays there if
     /// not sent.
+    ///
+    /// The deadline is read (under the queue's lock) for the first record of a chunk and
+    /// then every [`DEADLINE_EVERY`] records: the records taken in between once it passed
+    /// go to the batch, which is not sent after the deadline and so reports them dropped
+    /// (`shutdown`) at the close, as it would have at once.
+    #[inline]
     fn abandoning(&mut self) -> bool {
+        // The common case, without a call.
+        if self.deadline_in > 0 && !self.stopped && self.disk.is_none() {
+            self.deadline_in -= 1;
+            return false;
+        }
+        self.abandoning_now()
+    }
+
+    /// [`abandoning`](Self::abandoning) past its common case.
+    fn abandoning_now(&mut self) -> bool {
         if self
             .disk
             .as_ref()
@@ -256,7 +279,14 @@ impl Worker {
         {
             return false;
         }
-        self.stopped = self.stopped || self.deadline_passed();
+        if !self.stopped {
+            if self.deadline_in == 0 {
+                self.deadline_in = DEADLINE_EVERY;
+                self.stopped = self.deadline_passed();
+            } else {
+                self.deadline_in -= 1;
+            }
+        }
         self.stopped
     }
 
@@ -264,6 +294,7 @@ impl Worker {
     /// With a disk buffer, what is not delivered by then stays on disk, reported persisted.
     async fn close(&mut self, deadline: Option<Instant>, chunk: &mut Chunk) {
         let passed = || deadline.is_some_and(|d| Instant::now() >= d);
+        self.deadline_in = 0;
         while !self.abandoning() && self.consumer.try_recv(chunk) {
             self.process(chunk).await;
         }
@@ -320,8 +351,10 @@ impl Worker {
     /// acknowledged once everything in flight is delivered or reported.
     async fn process(&mut self, chunk: &mut Chunk) {
         let mut abandoned = 0;
+        self.deadline_in = 0;
         for (entry, size) in chunk.drain() {
             if let Entry::Flush(ack) = entry {
+                self.stopped = self.stopped || self.deadline_passed();
                 if !self.stopped {
                     self.release();
                     self.send_batch().await;
