@@ -258,8 +258,9 @@ impl Worker {
     ///
     /// The deadline is read (under the queue's lock) for the first record of a chunk and
     /// then every [`DEADLINE_EVERY`] records: the records taken in between once it passed
-    /// go to the batch, which is not sent after the deadline and so reports them dropped
-    /// (`shutdown`) at the close, as it would have at once.
+    /// go to the batch like any other, and are accounted for as its records are (the close
+    /// does not send it after the deadline and reports them dropped, `shutdown`; a batch
+    /// they fill is sent in a request the deadline cuts).
     #[inline]
     fn abandoning(&mut self) -> bool {
         // The common case, without a call.
