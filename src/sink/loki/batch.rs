@@ -84,7 +84,12 @@ impl Batch {
             i
         } else {
             let i = self.streams.len();
-            let capacity = if i == 0 { self.hint } else { 0 };
+            // With room to spare: a line rendered in place reserves its worst case.
+            let capacity = if i == 0 {
+                self.hint + self.hint / 16
+            } else {
+                0
+            };
             self.streams.push(Stream {
                 set: Arc::clone(set),
                 entries: Vec::with_capacity(capacity),
@@ -98,6 +103,17 @@ impl Batch {
             self.last = Some((Arc::clone(set), i));
         }
         &mut self.streams[i].entries
+    }
+
+    /// The buffer of `set`'s stream if the batch has one (then it holds entries, and the
+    /// batch is open), for the caller to append one entry to; then [`added`](Self::added).
+    #[inline]
+    pub(crate) fn existing_stream_buf(&mut self, set: &Arc<LabelSet>) -> Option<&mut Vec<u8>> {
+        let i = self.stream_of(set)?;
+        if !self.last.as_ref().is_some_and(|(l, _)| Arc::ptr_eq(l, set)) {
+            self.last = Some((Arc::clone(set), i));
+        }
+        Some(&mut self.streams[i].entries)
     }
 
     /// Counts the entry of `len` bytes just appended to the last stream handed out.
@@ -116,11 +132,17 @@ impl Batch {
     }
 
     /// The index of `set`'s stream in the batch, if it has one.
+    #[inline]
     fn stream_of(&self, set: &Arc<LabelSet>) -> Option<usize> {
         match &self.last {
             Some((last, i)) if Arc::ptr_eq(last, set) => Some(*i),
-            _ => self.index.get(set).copied(),
+            _ => self.lookup(set),
         }
+    }
+
+    /// [`stream_of`](Self::stream_of) for a stream other than the last one used.
+    fn lookup(&self, set: &Arc<LabelSet>) -> Option<usize> {
+        self.index.get(set).copied()
     }
 
     /// When the batch must be sent, `wait` after its first entry arrived (`None` if empty).

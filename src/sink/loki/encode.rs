@@ -201,6 +201,225 @@ pub(crate) fn put_entry(
     len
 }
 
+/// Writes `v` as a varint of exactly `dst.len()` bytes (which is its [`varint_len`]).
+#[inline]
+#[allow(clippy::cast_possible_truncation)] // each byte takes the low 7 bits, on purpose
+fn patch_varint(dst: &mut [u8], v: usize) {
+    match dst {
+        // The common widths, written at once.
+        [a] => *a = v as u8,
+        [a, b] => {
+            *a = v as u8 | 0x80;
+            *b = (v >> 7) as u8;
+        }
+        _ => {
+            let last = dst.len().saturating_sub(1);
+            for (i, b) in dst.iter_mut().enumerate() {
+                *b = ((v >> (7 * i)) as u8 & 0x7f) | if i < last { 0x80 } else { 0 };
+            }
+        }
+    }
+}
+
+/// The varint lengths `InPlace` handles: 1 to 5 bytes (values below 2^35).
+const WIDTHS: [(usize, usize); 6] = [
+    (0, 0),
+    (1, 1 << 7),
+    (1 << 7, 1 << 14),
+    (1 << 14, 1 << 21),
+    (1 << 21, 1 << 28),
+    (1 << 28, 1 << 35),
+];
+
+/// Writes entries straight into a stream's buffer, their line rendered in place (no copy):
+/// [`begin`](Self::begin) appends the entry's head with room for the two lengths it cannot
+/// know yet (the entry's and the line's), the caller appends the line, and
+/// [`finish`](Self::finish) appends the metadata and writes the lengths. The room is
+/// guessed from the entry before (most entries of a program are of one size class); when
+/// the guess is wrong the head is rewritten and the line moved. The head up to the
+/// nanoseconds is kept from the entry before (most entries share their second). The bytes
+/// are exactly [`put_entry`]'s.
+#[derive(Debug)]
+pub(crate) struct InPlace {
+    /// Varint bytes left for the entry's length and for the line's (1 to 5).
+    body_width: usize,
+    line_width: usize,
+    /// The head for entries of second `seconds` whose nanoseconds field takes
+    /// `nanos_field` bytes (0: none), the nanoseconds' varint at `nanos_at` left to write;
+    /// `head_len` bytes.
+    template: [u8; 40],
+    valid: bool,
+    seconds: u64,
+    nanos_field: usize,
+    nanos_at: usize,
+    /// The continuation bits of the nanoseconds' varint.
+    nanos_mask: u64,
+    head_len: usize,
+    /// The entry's bytes besides its line and metadata, past its own tag and length.
+    fixed_body: usize,
+    /// Where the open entry starts in the buffer, and where its line does.
+    start: usize,
+    line_at: usize,
+}
+
+impl Default for InPlace {
+    fn default() -> Self {
+        // Lines of 128 bytes to 16 KiB.
+        InPlace {
+            body_width: 2,
+            line_width: 2,
+            template: [0; 40],
+            valid: false,
+            seconds: 0,
+            nanos_field: 0,
+            nanos_at: 0,
+            nanos_mask: 0,
+            head_len: 0,
+            fixed_body: 0,
+            start: 0,
+            line_at: 0,
+        }
+    }
+}
+
+impl InPlace {
+    /// Appends the head of an entry at `unix_nanos`, its line to follow. `false` (with
+    /// nothing appended) for a time whose seconds take more than 5 varint bytes (before the
+    /// epoch, or past the year 3058): [`put_entry`] then writes it.
+    #[inline]
+    pub(crate) fn begin(&mut self, out: &mut Vec<u8>, unix_nanos: i128) -> bool {
+        let (seconds, nanos) = split_time(unix_nanos);
+        let nanos_field = if nanos == 0 { 0 } else { 1 + varint_len(nanos) };
+        let kept = self.valid && seconds == self.seconds && nanos_field == self.nanos_field;
+        if !kept && !self.template_for(seconds, nanos_field) {
+            return false;
+        }
+        let mut head = self.template;
+        if nanos != 0 {
+            // Below 10^9, so at most 5 bytes: 7 bits to each.
+            let word = (nanos & 0x7f)
+                | ((nanos << 1) & 0x7f00)
+                | ((nanos << 2) & 0x7f_0000)
+                | ((nanos << 3) & 0x7f00_0000)
+                | ((nanos << 4) & 0x7f_0000_0000)
+                | self.nanos_mask;
+            let at = self.nanos_at;
+            if let Some(dst) = head.get_mut(at..at + 8) {
+                dst.copy_from_slice(&word.to_le_bytes());
+            }
+            // The word ran over the line's tag.
+            if let Some(tag) = head.get_mut(at + nanos_field - 1) {
+                *tag = LINE;
+            }
+        }
+        self.start = out.len();
+        crate::record::json::put_fixed(out, &head, self.head_len);
+        self.line_at = self.start + self.head_len;
+        true
+    }
+
+    /// Makes the head template for `seconds` and a nanoseconds field of `nanos_field`
+    /// bytes; `false` if `seconds` takes more than 5 varint bytes.
+    fn template_for(&mut self, seconds: u64, nanos_field: usize) -> bool {
+        if seconds >= 1 << 35 {
+            return false;
+        }
+        let mut head = Head::new();
+        head.byte(ENTRY);
+        let body_at = head.len;
+        head.len += self.body_width;
+        head.byte(TIMESTAMP);
+        let seconds_field = if seconds == 0 {
+            0
+        } else {
+            1 + varint_len(seconds)
+        };
+        let ts_len = seconds_field + nanos_field;
+        #[allow(clippy::cast_possible_truncation)] // at most 12
+        head.byte(ts_len as u8);
+        if seconds != 0 {
+            head.byte(SECONDS);
+            head.varint(seconds);
+        }
+        if nanos_field != 0 {
+            head.byte(NANOS);
+            self.nanos_at = head.len;
+            head.len += nanos_field - 1;
+        }
+        head.byte(LINE);
+        head.len += self.line_width;
+        debug_assert!(head.len + 8 <= self.template.len() && body_at == 1);
+        let n = self.template.len();
+        self.template.copy_from_slice(&head.bytes[..n]);
+        self.nanos_mask =
+            0x8080_8080_8080_8080 & ((1_u64 << (8 * nanos_field.saturating_sub(2))) - 1);
+        self.head_len = head.len;
+        self.fixed_body = field_len(ts_len) + 1 + self.line_width;
+        self.seconds = seconds;
+        self.nanos_field = nanos_field;
+        self.valid = true;
+        true
+    }
+
+    /// Ends the entry [`begin`](Self::begin) started, whose line the caller appended:
+    /// appends `metadata` and writes the lengths. Returns the entry's bytes, as
+    /// [`put_entry`] does.
+    #[inline]
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>, metadata: &Metadata) -> usize {
+        let line_len = out.len() - self.line_at;
+        if !metadata.is_empty() {
+            out.extend_from_slice(metadata);
+        }
+        let body = self.fixed_body + line_len + metadata.len();
+        let (line_lo, line_hi) = WIDTHS[self.line_width];
+        let (body_lo, body_hi) = WIDTHS[self.body_width];
+        if (line_lo..line_hi).contains(&line_len) && (body_lo..body_hi).contains(&body) {
+            let (start, line_at) = (self.start, self.line_at);
+            if let Some(dst) = out.get_mut(start + 1..start + 1 + self.body_width) {
+                patch_varint(dst, body);
+            }
+            if let Some(dst) = out.get_mut(line_at - self.line_width..line_at) {
+                patch_varint(dst, line_len);
+            }
+        } else {
+            self.rewrite(out, line_len, metadata.len());
+        }
+        out.len() - self.start
+    }
+
+    /// The head of the open entry again, as [`put_entry`] writes it, in place of the one
+    /// written with the wrong room for the lengths (or for an empty line, which has no line
+    /// field); the room then follows this entry's lengths.
+    #[cold]
+    fn rewrite(&mut self, out: &mut Vec<u8>, line_len: usize, metadata_len: usize) {
+        let ts_len = self.fixed_body - 3 - self.line_width;
+        let ts_at = self.start + 1 + self.body_width + 2;
+        let mut head = Head::new();
+        let line_field = if line_len == 0 {
+            0
+        } else {
+            field_len(line_len)
+        };
+        let body = field_len(ts_len) + line_field + metadata_len;
+        head.byte(ENTRY);
+        head.varint(body as u64);
+        head.byte(TIMESTAMP);
+        #[allow(clippy::cast_possible_truncation)] // at most 12
+        head.byte(ts_len as u8);
+        for &b in out.get(ts_at..ts_at + ts_len).unwrap_or_default() {
+            head.byte(b);
+        }
+        if line_len > 0 {
+            head.byte(LINE);
+            head.varint(line_len as u64);
+            self.line_width = varint_len(line_len as u64).min(5);
+        }
+        self.body_width = varint_len(body as u64).min(5);
+        self.valid = false;
+        out.splice(self.start..self.line_at, head.as_slice().iter().copied());
+    }
+}
+
 /// One entry read back from a stream's buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EntryView<'a> {
@@ -352,13 +571,16 @@ pub(crate) struct StreamRef<'a> {
 const ASSEMBLE_UP_TO: usize = 64 * 1024;
 
 /// The block `snap` compresses on its own (its `MAX_BLOCK_SIZE`).
-const SNAPPY_BLOCK: usize = 64 * 1024;
+const SNAPPY_BLOCK: usize = super::snappy::MAX_BLOCK;
 
 /// What encoding a request needs kept between requests: the snappy encoder's table and
 /// buffers for the raw protobuf and the compressed streams.
 #[derive(Default)]
 pub(crate) struct Encoder {
     snappy: Option<snap::raw::Encoder>,
+    /// `snap`'s block compression without its table's zeroing per block (`snappy.rs`), for
+    /// the requests compressed stream by stream.
+    blocks: Option<super::snappy::Blocks>,
     raw: Vec<u8>,
     /// One block of entries, compressed (zeroed once: snappy writes into an initialised
     /// slice).
@@ -399,6 +621,8 @@ impl Encoder {
     /// each stream's framing (tag, length, labels) as a literal between them. The output
     /// decodes to exactly the bytes [`protobuf`] writes (a test checks it), and the
     /// entries, the bulk of a request, are read once instead of copied and read again.
+    /// The blocks are compressed by `snappy.rs`, `snap`'s algorithm with a table that is
+    /// not zeroed for each block: the same bytes as `snap`'s (a test checks that too).
     fn snappy_by_stream<'a>(
         &mut self,
         streams: impl Iterator<Item = StreamRef<'a>> + Clone,
@@ -409,8 +633,10 @@ impl Encoder {
                 "snappy compression failed: {total} bytes is too big"
             ));
         }
-        let snappy = self.snappy.get_or_insert_with(snap::raw::Encoder::new);
-        let max = snap::raw::max_compress_len(SNAPPY_BLOCK);
+        let blocks = self
+            .blocks
+            .get_or_insert_with(super::snappy::Blocks::default);
+        let max = super::snappy::max_compressed_len(SNAPPY_BLOCK);
         if self.scratch.len() < max {
             self.scratch.resize(max, 0);
         }
@@ -425,12 +651,8 @@ impl Encoder {
             put_bytes(&mut framing, LABELS, s.set.text.as_bytes());
             put_snappy_literal(&mut body, &framing);
             for block in s.entries.chunks(SNAPPY_BLOCK) {
-                let n = snappy
-                    .compress(block, &mut self.scratch)
-                    .map_err(|e| format!("snappy compression failed: {e}"))?;
-                // Without the block's own header (its uncompressed length).
-                let header = varint_len(block.len() as u64);
-                body.extend_from_slice(self.scratch.get(header..n).unwrap_or_default());
+                let n = blocks.compress(block, &mut self.scratch);
+                body.extend_from_slice(self.scratch.get(..n).unwrap_or_default());
             }
         }
         Ok(body)
@@ -692,10 +914,30 @@ mod tests {
                 .map(|(set, e)| StreamRef { set, entries: e });
             let mut want = Vec::new();
             protobuf(&mut want, streams.clone());
+            // The body as `snap` compressed each block before `snappy.rs` did: the same.
+            let mut snapped = Vec::new();
+            put_varint(&mut snapped, want.len() as u64);
+            let mut snap = snap::raw::Encoder::new();
+            for s in streams.clone() {
+                let mut framing = vec![STREAM];
+                put_varint(&mut framing, stream_len(&s) as u64);
+                put_bytes(&mut framing, LABELS, s.set.text.as_bytes());
+                if want.len() > ASSEMBLE_UP_TO {
+                    put_snappy_literal(&mut snapped, &framing);
+                    for block in s.entries.chunks(SNAPPY_BLOCK) {
+                        let out = snap.compress_vec(block).unwrap();
+                        snapped.extend_from_slice(&out[varint_len(block.len() as u64)..]);
+                    }
+                }
+            }
+            if want.len() <= ASSEMBLE_UP_TO {
+                snapped = snap.compress_vec(&want).unwrap();
+            }
             let mut encoder = Encoder::default();
             // Twice: the scratch buffer is reused.
             for _ in 0..2 {
                 let body = encoder.encode(streams.clone(), Encoding::Protobuf).unwrap();
+                assert!(body == snapped, "{sizes:?}");
                 let got = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
                 assert!(got == want, "{sizes:?}");
                 assert!(body.len() < want.len() / 2, "{sizes:?} compresses");
@@ -769,6 +1011,46 @@ mod tests {
         assert_eq!(read[2].line.len(), 300);
         let framed: Vec<u8> = read.iter().flat_map(|e| e.framed.to_vec()).collect();
         assert_eq!(framed, buf);
+    }
+
+    #[test]
+    fn entries_written_in_place_are_put_entrys_bytes() {
+        // Lines across every length class (and back), empty ones, metadata, and times
+        // with zero, short and long nanoseconds, in one buffer written in place.
+        let mut md = Vec::new();
+        put_metadata(&mut md, "trace_id", "abc");
+        let lens = [
+            250, 250, 0, 1, 127, 128, 16_383, 16_384, 100, 0, 300, 2_000_000, 5, 250,
+        ];
+        let times: [i128; 5] = [
+            1_700_000_000_000_000_000,
+            1_700_000_000_000_000_001,
+            1_700_000_000_300_000_000,
+            1_700_000_001_999_999_999,
+            5,
+        ];
+        let mut in_place = InPlace::default();
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        let mut i = 0_usize;
+        for _round in 0..3 {
+            for &len in &lens {
+                for &t in &times {
+                    i += 1;
+                    let line: Vec<u8> = (0..len).map(|j| b"abcdefghij"[(i + j) % 10]).collect();
+                    let meta: &[u8] = if i.is_multiple_of(3) { &md } else { &[] };
+                    let before = got.len();
+                    assert!(in_place.begin(&mut got, t));
+                    got.extend_from_slice(&line);
+                    let n = in_place.finish(&mut got, meta);
+                    let m = put_entry(&mut want, t, &line, meta);
+                    assert_eq!((n, got.len() - before), (m, m), "{len} at {t}");
+                    assert!(got == want, "{len} at {t}");
+                }
+            }
+        }
+        // Before the epoch: not in place (then `put_entry`), nothing written.
+        assert!(!in_place.begin(&mut got, -1));
+        assert!(got == want);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use super::encode;
 use crate::record::{RecordRef, ValueRef};
+use crate::TraceIds;
 
 /// Loki's default limit on label names per stream.
 pub(crate) const MAX_LABEL_NAMES: usize = 15;
@@ -292,8 +293,17 @@ impl Labeler {
     /// from a configured field of the same name). Pairs that would take the entry past
     /// Loki's 64 KiB limit are left out. Costs nothing when no metadata field is configured
     /// and the record carries no ids.
+    #[inline]
     pub(crate) fn metadata_into(&self, record: &RecordRef<'_>, out: &mut Vec<u8>) {
         let ids = record.trace_ids();
+        if ids.is_none() && self.metadata.is_empty() {
+            return;
+        }
+        self.metadata_of(record, ids, out);
+    }
+
+    /// [`metadata_into`](Self::metadata_into) for a record with some.
+    fn metadata_of(&self, record: &RecordRef<'_>, ids: Option<TraceIds>, out: &mut Vec<u8>) {
         let mut size = 0;
         if let Some(ids) = ids {
             let (trace, span) = ids.hex();

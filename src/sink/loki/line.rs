@@ -36,6 +36,14 @@ impl Lines {
         out: &mut Vec<u8>,
     ) -> Option<usize> {
         out.clear();
+        self.append(record, out)
+    }
+
+    /// [`render_into`](Self::render_into) appending to `out` (a stream's buffer, where the
+    /// entry's head was just written): the line is what follows `out`'s length on entry.
+    /// On `None`, `out` is left as it was found.
+    pub(crate) fn append(&mut self, record: &RecordRef<'_>, out: &mut Vec<u8>) -> Option<usize> {
+        let start = out.len();
         match self.format {
             // As `Record::write_json` writes it but without the timestamp: the entry
             // carries the same time, to the nanosecond, and repeating it costs bytes.
@@ -44,15 +52,18 @@ impl Lines {
             LineFormat::Json => self.cache.write_untimed(out, record),
             LineFormat::Message => out.extend_from_slice(record.message_bytes()),
         }
-        if out.len() <= self.max_bytes {
+        let len = out.len() - start;
+        if len <= self.max_bytes {
             return Some(0);
         }
         match self.long {
-            LongLines::Drop => None,
+            LongLines::Drop => {
+                out.truncate(start);
+                None
+            }
             LongLines::Truncate => {
-                let before = out.len();
-                truncate_at_char(out, self.max_bytes - TRUNCATION_MARKER.len());
-                let cut = before - out.len();
+                truncate_at_char(out, start, start + self.max_bytes - TRUNCATION_MARKER.len());
+                let cut = start + len - out.len();
                 out.extend_from_slice(TRUNCATION_MARKER.as_bytes());
                 Some(cut)
             }
@@ -60,12 +71,13 @@ impl Lines {
     }
 }
 
-/// Cuts UTF-8 `bytes` to at most `max` bytes at a character boundary.
-fn truncate_at_char(bytes: &mut Vec<u8>, max: usize) {
+/// Cuts the UTF-8 text that starts at `start` in `bytes` (and runs to its end) to end at
+/// most at `max`, at a character boundary.
+fn truncate_at_char(bytes: &mut Vec<u8>, start: usize, max: usize) {
     if bytes.len() > max {
         let mut end = max;
         // A continuation byte is 0b10xx_xxxx: back up to the start of its character.
-        while end > 0 && bytes[end] & 0xc0 == 0x80 {
+        while end > start && bytes[end] & 0xc0 == 0x80 {
             end -= 1;
         }
         bytes.truncate(end);
@@ -102,6 +114,30 @@ mod tests {
         let line = lines(64, LongLines::Truncate).render(&mut r).unwrap();
         assert!(line.len() <= 64, "{}", line.len());
         assert!(line.ends_with(TRUNCATION_MARKER));
+    }
+
+    #[test]
+    fn a_line_appended_after_other_bytes_is_the_line_rendered_alone() {
+        // Bytes before the line that look like UTF-8 continuation bytes (an entry's head)
+        // are never taken for part of its first character.
+        for (message, long) in [
+            ("é".repeat(100), LongLines::Truncate),
+            ("é".to_owned(), LongLines::Truncate),
+            ("x".repeat(65), LongLines::Drop),
+        ] {
+            let r = Record::new(Level::INFO, message);
+            let mut alone = Vec::new();
+            let a = lines(64, long).render_into(&RecordRef::Owned(&r), &mut alone);
+            let mut after = vec![0x12, 0x80, 0x81];
+            let b = lines(64, long).append(&RecordRef::Owned(&r), &mut after);
+            assert_eq!(a, b);
+            if a.is_some() {
+                assert_eq!(after[..3], [0x12, 0x80, 0x81]);
+                assert_eq!(after[3..], alone[..]);
+            } else {
+                assert_eq!(after, [0x12, 0x80, 0x81]);
+            }
+        }
     }
 
     #[test]

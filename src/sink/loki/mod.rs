@@ -43,6 +43,7 @@ mod labels;
 mod line;
 mod push;
 mod retry;
+mod snappy;
 mod worker;
 
 use std::fmt;

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 
 use super::batch::{self, Batch};
 use super::durable::{Appended, DiskSetup, Durable};
-use super::encode::{self, Encoder};
+use super::encode::{self, Encoder, InPlace};
 use super::labels::{LabelSet, Labeler};
 use super::line::Lines;
 use super::push::{self, sleep_until, Done, Part, Pusher};
@@ -43,6 +43,10 @@ pub(crate) const DEFAULT_IN_FLIGHT: usize = 4;
 
 /// Records moved into the batch after which the worker gives their room back to the queue.
 const RELEASE_EVERY: usize = 1024;
+
+/// Records taken after which the worker looks at the shutdown deadline again (it also
+/// looks at the first record of every chunk, and at every flush marker).
+const DEADLINE_EVERY: u32 = 32;
 
 /// Everything the worker is started with.
 pub(crate) struct Config {
@@ -81,6 +85,8 @@ struct Worker {
     labeler: Labeler,
     batch: Batch,
     encoder: Encoder,
+    /// Writes entries with their line rendered straight into the stream's buffer.
+    in_place: InPlace,
     /// The line and the structured metadata of the entry being made, reused.
     line: Vec<u8>,
     metadata: Vec<u8>,
@@ -97,6 +103,8 @@ struct Worker {
     held: (usize, usize),
     /// The shutdown deadline passed: whatever is left is dropped.
     stopped: bool,
+    /// Records to take before `abandoning` reads the deadline again.
+    deadline_in: u32,
 }
 
 /// The worker's whole life.
@@ -123,6 +131,7 @@ pub(crate) async fn run(consumer: Consumer, cfg: Config) {
         labeler: cfg.labeler,
         batch: Batch::default(),
         encoder: Encoder::default(),
+        in_place: InPlace::default(),
         line: Vec::with_capacity(1024),
         metadata: Vec::new(),
         tally: Tally::default(),
@@ -131,6 +140,7 @@ pub(crate) async fn run(consumer: Consumer, cfg: Config) {
         max_in_flight: cfg.max_in_flight.max(1),
         held: (0, 0),
         stopped: false,
+        deadline_in: 0,
     };
     worker.main_loop().await;
 }
@@ -145,6 +155,24 @@ async fn wait_until(at: Option<Instant>) {
 
 /// What a drop at encoding is charged to: the consumer, or a disk range's ticket.
 type Dropped = (u64, &'static str);
+
+/// What is left of adding a record after `Worker::add_now`.
+enum Rest {
+    /// Its entry, framed in `Worker::line`, for the batch after the one to send now.
+    Overflowed(Arc<LabelSet>),
+    /// Its line, to render apart, and its entry, to add to the batch or the disk buffer.
+    Apart(Arc<LabelSet>),
+}
+
+/// How [`Worker::add_in_place`] went.
+enum InPlaceStep {
+    /// Not tried (no stream for the record in the batch, or an odd timestamp).
+    Skipped,
+    /// The record is added, or refused and counted.
+    Done,
+    /// The entry would overflow the batch: it is framed in `Worker::line`, for the next.
+    Overflowed,
+}
 
 impl Worker {
     async fn main_loop(&mut self) {
@@ -227,7 +255,24 @@ impl Worker {
     /// True when a record taken now is dropped at once (the shutdown deadline passed).
     /// With a working disk buffer that has room never: it is appended, and stays there if
     /// not sent.
+    ///
+    /// The deadline is read (under the queue's lock) for the first record of a chunk and
+    /// then every [`DEADLINE_EVERY`] records: the records taken in between once it passed
+    /// go to the batch like any other, and are accounted for as its records are (the close
+    /// does not send it after the deadline and reports them dropped, `shutdown`; a batch
+    /// they fill is sent in a request the deadline cuts).
+    #[inline]
     fn abandoning(&mut self) -> bool {
+        // The common case, without a call.
+        if self.deadline_in > 0 && !self.stopped && self.disk.is_none() {
+            self.deadline_in -= 1;
+            return false;
+        }
+        self.abandoning_now()
+    }
+
+    /// [`abandoning`](Self::abandoning) past its common case.
+    fn abandoning_now(&mut self) -> bool {
         if self
             .disk
             .as_ref()
@@ -235,7 +280,14 @@ impl Worker {
         {
             return false;
         }
-        self.stopped = self.stopped || self.deadline_passed();
+        if !self.stopped {
+            if self.deadline_in == 0 {
+                self.deadline_in = DEADLINE_EVERY;
+                self.stopped = self.deadline_passed();
+            } else {
+                self.deadline_in -= 1;
+            }
+        }
         self.stopped
     }
 
@@ -243,6 +295,7 @@ impl Worker {
     /// With a disk buffer, what is not delivered by then stays on disk, reported persisted.
     async fn close(&mut self, deadline: Option<Instant>, chunk: &mut Chunk) {
         let passed = || deadline.is_some_and(|d| Instant::now() >= d);
+        self.deadline_in = 0;
         while !self.abandoning() && self.consumer.try_recv(chunk) {
             self.process(chunk).await;
         }
@@ -299,8 +352,10 @@ impl Worker {
     /// acknowledged once everything in flight is delivered or reported.
     async fn process(&mut self, chunk: &mut Chunk) {
         let mut abandoned = 0;
+        self.deadline_in = 0;
         for (entry, size) in chunk.drain() {
             if let Entry::Flush(ack) = entry {
+                self.stopped = self.stopped || self.deadline_passed();
                 if !self.stopped {
                     self.release();
                     self.send_batch().await;
@@ -319,12 +374,18 @@ impl Worker {
                 continue;
             }
             match entry {
-                Entry::Event(event) => self.add(&RecordRef::Event(event)).await,
-                Entry::Record(record) => self.add(&RecordRef::Owned(&record)).await,
+                // Most records take the way that needs no waiting, without a future.
+                Entry::Event(event) => {
+                    let record = RecordRef::Event(event);
+                    if let Err(rest) = self.add_now(&record) {
+                        self.add(&record, rest).await;
+                    }
+                }
+                Entry::Record(record) => self.add_any(&RecordRef::Owned(&record)).await,
                 Entry::Line(line) => {
                     let text = String::from_utf8_lossy(line).into_owned();
                     let record = Record::new(tracing::Level::INFO, text);
-                    self.add(&RecordRef::Owned(&record)).await;
+                    self.add_any(&RecordRef::Owned(&record)).await;
                 }
                 Entry::Flush(_) => unreachable!("handled above"),
             }
@@ -370,11 +431,46 @@ impl Worker {
     }
 
     /// Adds a record to the batch, sending the batch first if the record would overflow it.
-    /// The entry is written once, in its wire form, into its stream's buffer.
-    async fn add(&mut self, record: &RecordRef<'_>) {
+    async fn add_any(&mut self, record: &RecordRef<'_>) {
+        if let Err(rest) = self.add_now(record) {
+            self.add(record, rest).await;
+        }
+    }
+
+    /// The part of adding a record that never waits: its labels and metadata, and its
+    /// entry when it can be written in place (`add_in_place`). `Err` says what is left
+    /// for [`add`](Self::add).
+    fn add_now(&mut self, record: &RecordRef<'_>) -> Result<(), Rest> {
         let Ok(set) = self.labeler.labels_for(record) else {
             self.tally.too_many_streams += 1;
-            return;
+            return Ok(());
+        };
+        self.metadata.clear();
+        self.labeler.metadata_into(record, &mut self.metadata);
+        if self.disk.as_ref().is_some_and(Durable::accepting) {
+            return Err(Rest::Apart(set));
+        }
+        match self.add_in_place(&set, record) {
+            InPlaceStep::Done => Ok(()),
+            InPlaceStep::Overflowed => Err(Rest::Overflowed(set)),
+            InPlaceStep::Skipped => Err(Rest::Apart(set)),
+        }
+    }
+
+    /// The rest of adding a record after [`add_now`](Self::add_now), sending the batch
+    /// first if the entry would overflow it. The entry is written once, in its wire form,
+    /// into its stream's buffer: with its line rendered there when the batch has the
+    /// stream (`add_in_place`), else rendered apart and copied (the first entry of a
+    /// stream, and every entry for the disk buffer).
+    async fn add(&mut self, record: &RecordRef<'_>, rest: Rest) {
+        let set = match rest {
+            Rest::Overflowed(set) => {
+                self.release();
+                self.send_batch().await;
+                self.batch.push_framed(&set, &self.line);
+                return;
+            }
+            Rest::Apart(set) => set,
         };
         let Some(cut) = self.lines.render_into(record, &mut self.line) else {
             self.tally.too_long += 1;
@@ -384,8 +480,6 @@ impl Worker {
             self.tally.truncated += 1;
             self.tally.truncated_bytes += cut as u64;
         }
-        self.metadata.clear();
-        self.labeler.metadata_into(record, &mut self.metadata);
         if let Some(disk) = self.disk.as_mut().filter(|d| d.accepting()) {
             let nanos = record.unix_nanos();
             disk.entry.clear();
@@ -415,6 +509,48 @@ impl Worker {
         let buf = self.batch.stream_buf(&set);
         let n = encode::put_entry(buf, record.unix_nanos(), &self.line, &self.metadata);
         self.batch.added(n);
+    }
+
+    /// Writes the record's entry straight into its stream's buffer, its line rendered in
+    /// place, when the batch already has that stream (so that taking the entry back leaves
+    /// the batch as it was). An entry that would overflow the batch is taken back into
+    /// `self.line`, framed, for the caller to add after sending the batch: the same checks,
+    /// on the same sizes, as [`add`](Self::add)'s other way.
+    fn add_in_place(&mut self, set: &Arc<LabelSet>, record: &RecordRef<'_>) -> InPlaceStep {
+        let Some(buf) = self.batch.existing_stream_buf(set) else {
+            return InPlaceStep::Skipped;
+        };
+        let start = buf.len();
+        if !self.in_place.begin(buf, record.unix_nanos()) {
+            return InPlaceStep::Skipped;
+        }
+        let line_at = buf.len();
+        let Some(cut) = self.lines.append(record, buf) else {
+            buf.truncate(start);
+            self.tally.too_long += 1;
+            return InPlaceStep::Done;
+        };
+        if cut > 0 {
+            self.tally.truncated += 1;
+            self.tally.truncated_bytes += cut as u64;
+        }
+        let line_len = buf.len() - line_at;
+        let n = self.in_place.finish(buf, &self.metadata);
+        // `Batch::cost` for a stream the batch has: the entry alone.
+        let cost = batch::entry_len(line_len, self.metadata.len());
+        if self
+            .batch
+            .would_overflow(cost, self.max_entries, self.max_bytes)
+        {
+            if let Some(buf) = self.batch.existing_stream_buf(set) {
+                self.line.clear();
+                self.line.extend_from_slice(&buf[start..]);
+                buf.truncate(start);
+            }
+            return InPlaceStep::Overflowed;
+        }
+        self.batch.added(n);
+        InPlaceStep::Done
     }
 
     /// Adds an entry already framed to the batch, sending the batch first if it would
