@@ -221,13 +221,19 @@ mod tests {
         assert!(err.contains("another sink in it"), "{err}");
     }
 
-    #[test]
-    fn a_lock_this_process_still_holds_through_a_copy_is_reported_as_this_process() {
+    /// A lock taken and released by a buffer of this process, still held through a copy of
+    /// its descriptor: what a child being spawned holds (the same open file, so the same lock).
+    fn released_but_held_by_a_copy() -> (tempfile::TempDir, File) {
         let dir = tempfile::tempdir().unwrap();
         let held = DirLock::acquire(dir.path()).unwrap();
-        // What a child being spawned holds: the same open file, so the same lock.
         let copy = held.file.try_clone().unwrap();
         drop(held);
+        (dir, copy)
+    }
+
+    #[test]
+    fn a_lock_this_process_still_holds_through_a_copy_is_reported_as_this_process() {
+        let (dir, copy) = released_but_held_by_a_copy();
         let err = DirLock::acquire_waiting(dir.path(), Duration::from_millis(20))
             .unwrap_err()
             .to_string();
@@ -239,10 +245,7 @@ mod tests {
 
     #[test]
     fn a_copy_closed_while_waited_for_lets_the_lock_be_taken() {
-        let dir = tempfile::tempdir().unwrap();
-        let held = DirLock::acquire(dir.path()).unwrap();
-        let copy = held.file.try_clone().unwrap();
-        drop(held);
+        let (dir, copy) = released_but_held_by_a_copy();
         let path = dir.path().to_owned();
         // Whether it tries before or after the copy closes, it must end with the lock.
         let opener = std::thread::spawn(move || DirLock::acquire(&path).map(drop));
