@@ -59,6 +59,22 @@ pub(crate) struct Chunk {
 }
 
 impl Chunk {
+    /// An empty chunk with room reserved for a burst: the queue's and each worker's.
+    ///
+    /// The room is address space, not memory: an allocation this large is mapped apart
+    /// (glibc maps anything from 128 KiB), so its pages count only once written, and it
+    /// grows by remapping its pages, not by copying them. A chunk that started small
+    /// would grow by doubling, each step a `realloc` that copies everything queued so far
+    /// on the calling thread, under the queue's lock.
+    pub(crate) fn with_room() -> Self {
+        const ROOM: usize = 256 << 10;
+        Chunk {
+            bytes: Vec::with_capacity(ROOM),
+            metas: Vec::with_capacity(ROOM / META_SIZE),
+            ..Chunk::default()
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }

@@ -150,7 +150,7 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn new(limits: Limits) -> Self {
         State {
-            pending: Chunk::default(),
+            pending: Chunk::with_room(),
             used_records: 0,
             used_bytes: 0,
             limits: Limits {

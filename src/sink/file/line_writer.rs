@@ -142,7 +142,7 @@ impl LineWriter {
     }
 
     async fn main_loop(&mut self) {
-        let mut chunk = Chunk::default();
+        let mut chunk = Chunk::with_room();
         loop {
             tokio::select! {
                 biased;

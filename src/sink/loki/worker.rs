@@ -176,7 +176,7 @@ enum InPlaceStep {
 
 impl Worker {
     async fn main_loop(&mut self) {
-        let mut chunk = Chunk::default();
+        let mut chunk = Chunk::with_room();
         loop {
             let due = self.due();
             // A timer already due is not ready at its first poll: during a burst the queue
