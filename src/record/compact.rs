@@ -493,8 +493,8 @@ pub(super) struct RawField<'a> {
 /// Reads a list of encoded fields without decoding their values.
 #[derive(Clone)]
 pub(super) struct EncodedFields<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+    /// What is not read yet: the next field, or what follows the list.
+    rest: &'a [u8],
     left: u16,
 }
 
@@ -504,41 +504,38 @@ impl<'a> EncodedFields<'a> {
             .get(..2)
             .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]));
         EncodedFields {
-            bytes,
-            pos: 2,
+            rest: bytes.get(2..).unwrap_or(&[]),
             left,
         }
     }
 
     /// What follows the list (only meaningful once it is read to the end).
     pub(super) fn rest(&self) -> &'a [u8] {
-        self.bytes.get(self.pos..).unwrap_or(&[])
+        self.rest
     }
 }
 
 impl<'a> Iterator for EncodedFields<'a> {
     type Item = RawField<'a>;
 
+    // Each step splits what is left, so every length is checked once, against one slice.
     fn next(&mut self) -> Option<RawField<'a>> {
         if self.left == 0 {
             return None;
         }
         self.left -= 1;
-        let head = self.bytes.get(self.pos..self.pos + 2)?;
-        let (kind, index) = (head[0], head[1]);
-        self.pos += 2;
-        let len = match kind {
-            BOOL => 1,
-            I64 | U64 | F64 => 8,
-            I128 | U128 => 16,
+        let (&[kind, index], after) = self.rest.split_first_chunk::<2>()?;
+        let (len, after) = match kind {
+            BOOL => (1, after),
+            I64 | U64 | F64 => (8, after),
+            I128 | U128 => (16, after),
             _ => {
-                let len = read_u32(self.bytes, self.pos)? as usize;
-                self.pos += 4;
-                len
+                let (len, after) = after.split_first_chunk::<4>()?;
+                (u32::from_le_bytes(*len) as usize, after)
             }
         };
-        let value = self.bytes.get(self.pos..self.pos + len)?;
-        self.pos += len;
+        let (value, after) = after.split_at_checked(len)?;
+        self.rest = after;
         Some(RawField { kind, index, value })
     }
 }
