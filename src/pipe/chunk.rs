@@ -37,7 +37,7 @@ pub(crate) enum Entry<'a> {
     /// An event captured by the layer.
     Event(EventRef<'a>),
     /// A record written by hand.
-    Record(Record),
+    Record(Box<Record>),
     /// A preformatted line (without its newline).
     Line(&'a [u8]),
     /// A flush marker.
@@ -49,7 +49,8 @@ pub(crate) enum Entry<'a> {
 pub(crate) struct Chunk {
     bytes: Vec<u8>,
     metas: Vec<&'static Metadata<'static>>,
-    records: VecDeque<Record>,
+    /// Boxed, so an [`Entry`] stays small: the workers move one per record.
+    records: VecDeque<Box<Record>>,
     acks: VecDeque<FlushAck>,
     /// Live records (events, records, lines) in the chunk, and the bytes they count at.
     live: usize,
@@ -106,7 +107,7 @@ impl Chunk {
             Put::Record(record) => {
                 self.bytes.push(RECORD);
                 self.bytes.extend_from_slice(&len32(size).to_le_bytes());
-                self.records.push_back(*record);
+                self.records.push_back(record);
             }
         }
         self.live += 1;
@@ -223,7 +224,7 @@ pub(crate) struct Drain<'a> {
     bytes: &'a [u8],
     pos: usize,
     metas: &'a [&'static Metadata<'static>],
-    records: &'a mut VecDeque<Record>,
+    records: &'a mut VecDeque<Box<Record>>,
     acks: &'a mut VecDeque<FlushAck>,
 }
 
