@@ -153,6 +153,7 @@ impl<'a> FieldWriter<'a> {
         self.out.extend_from_slice(&entry[..2 + N]);
     }
 
+    #[inline]
     fn str(&mut self, kind: u8, field: &Field, s: &str) {
         if self.count == u16::MAX {
             return;
@@ -167,6 +168,7 @@ impl<'a> FieldWriter<'a> {
         self.out.extend_from_slice(&s.as_bytes()[..len as usize]);
     }
 
+    #[inline]
     fn debug(&mut self, kind: u8, field: &Field, value: &dyn fmt::Debug) {
         use std::fmt::Write as _;
         if self.count == u16::MAX {
