@@ -62,11 +62,12 @@ pub(crate) struct Chunk {
 impl Chunk {
     /// An empty chunk with room reserved for a burst: the queue's and each worker's.
     ///
-    /// The room is address space, not memory: an allocation this large is mapped apart
-    /// (glibc maps anything from 128 KiB), so its pages count only once written, and it
-    /// grows by remapping its pages, not by copying them. A chunk that started small
-    /// would grow by doubling, each step a `realloc` that copies everything queued so far
-    /// on the calling thread, under the queue's lock.
+    /// The room is address space, not memory: glibc maps an allocation this large apart
+    /// (from 128 KiB, a threshold that freeing a larger mapping raises), so its pages
+    /// count only once written, and it grows by remapping its pages, not by copying them.
+    /// A chunk that started small would grow by doubling, each step a `realloc` that
+    /// copies everything queued so far on the calling thread, under the queue's lock.
+    /// (Where the allocator serves it otherwise, it grows as any `Vec` does.)
     pub(crate) fn with_room() -> Self {
         const ROOM: usize = 256 << 10;
         Chunk {
