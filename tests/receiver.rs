@@ -1,10 +1,12 @@
 //! The Loki-compatible receiver over real TCP: the spec's status table, its test vectors,
 //! an independent client (tracing-loki), and every scripted fault.
+//!
+//! Every test installs the global subscriber first, though only one awaits an event: the
+//! tests share a process, and a receiver event hit first without the global subscriber can
+//! cache its callsite as uninteresting for the whole process (tokio-rs/tracing#3611).
 #![cfg(all(feature = "testing", feature = "loki"))]
 
-use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sinkwatch::testing::{LokiReceiver, WaitErrorKind};
@@ -97,6 +99,7 @@ fn assert_error(a: &Answer, status: u16, text: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spec_vector_1_is_accepted_over_http() {
+    sinkwatch::testing::init();
     // The vector's timestamp is in 2019: move "now" there so it is not too old.
     let r = LokiReceiver::builder()
         .fixed_time(UNIX_EPOCH + Duration::from_secs(1_570_818_238))
@@ -129,6 +132,7 @@ async fn spec_vector_1_is_accepted_over_http() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_with_structured_metadata_is_recorded_per_stream() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     let (t1, t2) = (now_ns(), now_ns() + 1);
     let body = format!(
@@ -157,6 +161,7 @@ async fn json_with_structured_metadata_is_recorded_per_stream() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_stream_empty_is_204() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     let a = post_json(&r, r#"{"streams":[{"stream":{"a":"b"},"values":[]}]}"#).await;
     assert_eq!((a.status, r.entry_count()), (204, 0));
@@ -165,6 +170,7 @@ async fn every_stream_empty_is_204() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gzip_and_raw_deflate_bodies_are_accepted() {
     use flate2::write::{DeflateEncoder, GzEncoder};
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     let body = stream_json(r#"{"a":"b"}"#, &[(now_ns().to_string(), "zipped")]);
     let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -192,6 +198,7 @@ async fn gzip_and_raw_deflate_bodies_are_accepted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unsupported_content_encoding_is_400() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     let a = post(
         &r.push_url(),
@@ -205,6 +212,7 @@ async fn unsupported_content_encoding_is_400() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_content_type_is_400() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     let a = post(&r.push_url(), &[], b"{}".to_vec()).await.unwrap();
     assert_error(&a, 400, "mime: no media type");
@@ -212,6 +220,7 @@ async fn missing_content_type_is_400() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_snappy_is_400_with_snappys_text() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     let a = post(
         &r.push_url(),
@@ -225,6 +234,7 @@ async fn bad_snappy_is_400_with_snappys_text() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_labels_fail_the_whole_request() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     let ts = now_ns();
     let body = format!(
@@ -244,6 +254,7 @@ async fn bad_labels_fail_the_whole_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_number_timestamp_is_400() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     let a = post_json(
         &r,
@@ -255,6 +266,7 @@ async fn json_number_timestamp_is_400() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deeply_nested_json_is_400_not_a_crash() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     let nested = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
     let a = post_json(&r, &format!(r#"{{"streams":{nested}}}"#)).await;
@@ -265,6 +277,7 @@ async fn deeply_nested_json_is_400_not_a_crash() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_mode_requires_and_checks_the_tenant() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::builder().auth(true).start().await.unwrap();
     let body = stream_json(r#"{"a":"b"}"#, &[(now_ns().to_string(), "x")]).into_bytes();
     let ct = ("content-type", JSON);
@@ -292,6 +305,7 @@ async fn auth_mode_requires_and_checks_the_tenant() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn auth_off_means_tenant_fake_whatever_the_header() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     let body = stream_json(r#"{"a":"b"}"#, &[(now_ns().to_string(), "x")]).into_bytes();
     let a = post(
@@ -307,6 +321,7 @@ async fn auth_off_means_tenant_fake_whatever_the_header() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn body_over_the_limit_is_413() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::builder()
         .max_body_bytes(100)
         .start()
@@ -325,6 +340,7 @@ async fn body_over_the_limit_is_413() {
 #[tokio::test(flavor = "multi_thread")]
 async fn decompression_bomb_is_413() {
     use flate2::write::GzEncoder;
+    sinkwatch::testing::init();
     let r = LokiReceiver::builder()
         .max_decompressed_bytes(1 << 20)
         .start()
@@ -344,6 +360,7 @@ async fn decompression_bomb_is_413() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_streams_is_422() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     for body in [r#"{"streams":[]}"#, "{}"] {
         let a = post_json(&r, body).await;
@@ -359,6 +376,7 @@ async fn no_streams_is_422() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn partial_success_stores_valid_entries_then_groups_errors() {
+    sinkwatch::testing::init();
     let r = fixed_receiver().await;
     let body = stream_json(
         r#"{"app":"demo"}"#,
@@ -382,6 +400,7 @@ async fn partial_success_stores_valid_entries_then_groups_errors() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn too_new_is_400() {
+    sinkwatch::testing::init();
     let r = fixed_receiver().await;
     let a = post_json(&r, &stream_json(r#"{"a":"b"}"#, &[(fixed_ns(601), "x")])).await;
     assert_error(
@@ -395,6 +414,7 @@ async fn too_new_is_400() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn line_over_256_kib_is_rejected_not_truncated() {
+    sinkwatch::testing::init();
     let r = fixed_receiver().await;
     let line = "x".repeat(256 * 1024 + 1);
     let a = post_json(&r, &stream_json(r#"{"a":"b"}"#, &[(fixed_ns(0), &line)])).await;
@@ -408,6 +428,7 @@ async fn line_over_256_kib_is_rejected_not_truncated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn structured_metadata_limits() {
+    sinkwatch::testing::init();
     let r = fixed_receiver().await;
     let pairs: Vec<String> = (0..129).map(|i| format!(r#""k{i}":"v""#)).collect();
     let many = format!(
@@ -439,6 +460,7 @@ async fn structured_metadata_limits() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn label_rules_are_checked_per_stream() {
+    sinkwatch::testing::init();
     let r = fixed_receiver().await;
     let sixteen: Vec<String> = (0..16).map(|i| format!(r#""l{i:02}":"v""#)).collect();
     let cases = [
@@ -477,6 +499,7 @@ async fn label_rules_are_checked_per_stream() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn duplicate_label_names_in_a_protobuf_label_string_are_400() {
+    sinkwatch::testing::init();
     let r = fixed_receiver().await;
     let body = proto_body(r#"{a="1", a="2"}"#, NOW_S, "x");
     let a = post(&r.push_url(), &[("content-type", PROTO)], body)
@@ -491,6 +514,7 @@ async fn duplicate_label_names_in_a_protobuf_label_string_are_400() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exact_duplicates_are_dropped_silently() {
+    sinkwatch::testing::init();
     let r = fixed_receiver().await;
     let body = stream_json(
         r#"{"a":"b"}"#,
@@ -503,6 +527,7 @@ async fn exact_duplicates_are_dropped_silently() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn entry_too_far_behind_is_400_like_the_ingester() {
+    sinkwatch::testing::init();
     let r = fixed_receiver().await;
     let body = stream_json(
         r#"{"a":"b"}"#,
@@ -526,6 +551,7 @@ async fn entry_too_far_behind_is_400_like_the_ingester() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn other_paths_and_methods() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     let client = reqwest::Client::new();
     let a = client.get(r.push_url()).send().await.unwrap();
@@ -579,6 +605,7 @@ fn proto_body(labels: &str, secs: i64, line: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn tracing_loki_pushes_are_accepted_and_recorded() {
     use tracing_subscriber::layer::SubscriberExt;
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     let (layer, controller, task) = tracing_loki::builder()
         .label("host", "ci")
@@ -627,31 +654,11 @@ async fn tracing_loki_pushes_are_accepted_and_recorded() {
 
 // ---- events ----
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<String>>>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        struct V(String);
-        impl tracing::field::Visit for V {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                let _ = write!(self.0, "{}={:?} ", f.name(), v);
-            }
-        }
-        if event.metadata().name() == sinkwatch::testing::receiver_request::NAME {
-            let mut v = V(String::new());
-            event.record(&mut v);
-            self.0.lock().unwrap().push(v.0);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_emits_a_receiver_request_event() {
-    use tracing_subscriber::layer::SubscriberExt;
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::registry().with(captured.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    use sinkwatch::testing::{self, receiver_request, Matcher};
+    sinkwatch::testing::init();
+    let events = testing::watch();
     let r = LokiReceiver::start().await.unwrap();
     post_json(
         &r,
@@ -659,20 +666,21 @@ async fn every_request_emits_a_receiver_request_event() {
     )
     .await;
     post(&r.push_url(), &[], vec![]).await.unwrap();
-    r.wait_for_requests(2, WAIT).await.unwrap();
-    let events = captured.0.lock().unwrap().clone();
-    let mine: Vec<_> = events
-        .iter()
-        .filter(|e| e.contains(&format!("sink=\"{}\"", r.id())))
-        .collect();
-    assert_eq!(mine.len(), 2, "{events:?}");
-    assert!(
-        mine[0].contains("status=204") && mine[0].contains("accepted=1"),
+    let mine = events
+        .wait_n(Matcher::sink_event(r.id(), receiver_request::NAME), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (mine[0].u64("status"), mine[0].u64("accepted")),
+        (Some(204), Some(1)),
         "{}",
         mine[0]
     );
+    assert_eq!(mine[1].u64("status"), Some(400), "{}", mine[1]);
     assert!(
-        mine[1].contains("status=400") && mine[1].contains("mime: no media type"),
+        mine[1]
+            .str("error")
+            .is_some_and(|e| e.contains("mime: no media type")),
         "{}",
         mine[1]
     );
@@ -680,6 +688,7 @@ async fn every_request_emits_a_receiver_request_event() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn waiting_for_requests_that_never_come_times_out() {
+    sinkwatch::testing::init();
     let r = LokiReceiver::start().await.unwrap();
     let err = r
         .wait_for_requests(1, Duration::from_millis(50))

@@ -222,9 +222,11 @@ impl LokiReceiver {
             })
     }
 
-    /// Resolves once at least `n` requests have arrived (their headers read), whether or not
-    /// they have been answered yet, counting since the receiver started. Useful to act while
-    /// a request is held by [`Fault::delay`] or latency. The timeout is real time.
+    /// Resolves once at least `n` requests have arrived (read whole, a push's body too, or
+    /// given up on while its body was read), whether or not they have been answered yet,
+    /// counting since the receiver started. Useful to act while a request is held by
+    /// [`Fault::delay`] or latency: a push counted here is held already. The timeout is real
+    /// time.
     ///
     /// # Errors
     ///

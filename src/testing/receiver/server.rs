@@ -251,8 +251,10 @@ impl Outcome {
 }
 
 async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Reply, Dropped> {
-    shared.progress.send_modify(|p| p.arrivals += 1);
     let rec = record_for(&req);
+    if (req.method().as_str(), req.uri().path()) != ("POST", PUSH_PATH) {
+        arrived(&shared);
+    }
     match (req.method().as_str(), req.uri().path()) {
         ("POST", PUSH_PATH) => push(req, &shared, rec).await,
         (_, PUSH_PATH) => Ok(finish(&shared, rec, Outcome::error(405, ""))),
@@ -276,6 +278,13 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Reply, Dr
     }
 }
 
+/// A request has arrived: read whole (a push's body too), or given up on while its body
+/// was read. A push counted here is held by its delay from now on, so a test that acts on
+/// the count acts during the delay, as `wait_for_arrivals` promises.
+fn arrived(shared: &Shared) {
+    shared.progress.send_modify(|p| p.arrivals += 1);
+}
+
 fn status_ok(status: u16) -> bool {
     (200..300).contains(&status)
 }
@@ -292,6 +301,7 @@ async fn push(
     let body = tokio::select! {
         body = read_body(body, limit) => body,
         () = crate::deadline::until(later(shared.limits.read_timeout)) => {
+            arrived(shared);
             let why = format!(
                 "reading the request body timed out after {:?}",
                 shared.limits.read_timeout
@@ -299,6 +309,7 @@ async fn push(
             return Err(dropped(shared, rec, &why));
         }
     };
+    arrived(shared);
     rec.bytes = match &body {
         Ok(b) => b.len() as u64,
         Err(BodyError::TooLarge(size)) => *size as u64,
