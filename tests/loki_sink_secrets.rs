@@ -196,6 +196,8 @@ const SECRETS: [&str; 8] = [
 
 #[test]
 fn debug_output_shows_no_user_info_query_value_or_header_value() {
+    // Before any event of this process's sinks (see `testing::init`).
+    testing::init();
     let url = "http://us3r-t0ken:urlpa55@loki.example:3100/gw?api_key=qu3ry-s3cret";
     let builders = [
         LokiSink::builder(url)
@@ -254,6 +256,8 @@ async fn query_secrets_stay_out_of_push_failures() {
 
 #[test]
 fn build_errors_show_no_url_credentials_or_query_values() {
+    // Before any event of this process's sinks (see `testing::init`).
+    testing::init();
     let errors = [
         LokiSink::builder("http://us3r-t0ken:urlpa55@h/?api_key=qu3ry-s3cret")
             .header("X-Api-Key", "bad\nh3ader-s3cret")

@@ -102,6 +102,8 @@ async fn a_paused_test_clock_leaves_the_receiver_alone() {
 
 #[test]
 fn it_starts_and_serves_without_a_runtime_of_the_callers() {
+    // Before any event of this process's sinks (see `testing::init`).
+    testing::init();
     let receiver = futures_block_on(LokiReceiver::start()).unwrap();
     let sink = sink_for(&receiver);
     write(&sink, 2);

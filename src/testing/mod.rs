@@ -79,6 +79,12 @@ pub fn watch() -> Watcher {
 
 /// Installs the capturing global subscriber, once per process; later calls do nothing.
 ///
+/// Call it first in every test of a test binary that awaits events, also in the tests that
+/// await none: the tests of a binary share a process under `cargo test`, and an event whose
+/// callsite is first hit before the global subscriber exists can be cached as
+/// uninteresting for the whole process (tokio-rs/tracing#3611), so another test's wait for
+/// it times out.
+///
 /// # Panics
 ///
 /// If another global subscriber is already installed without the capture layer (see
