@@ -23,6 +23,12 @@ fn record(i: u64) -> Record {
     Record::new(Level::INFO, "lifecycle").with_field("i", i)
 }
 
+/// How long a wait for what a deliberate panic causes may take. With `RUST_BACKTRACE` set
+/// the panic hook first resolves and prints the backtrace, which in a debug build on a
+/// loaded machine takes seconds (a stress run under load saw the default 5 s run out while
+/// the hook was still printing).
+const AFTER_A_PANIC: Duration = Duration::from_secs(60);
+
 /// A user's clock that panics once armed, as a buggy `Clock` implementation would.
 #[derive(Clone)]
 struct PanickyClock {
@@ -71,6 +77,7 @@ async fn a_panic_on_the_worker_is_caught_reported_and_fails_everyone_cleanly() {
     release.send(()).unwrap();
     let failed = seen
         .wait(Matcher::sink_event(sink.id(), events::worker_failed::NAME))
+        .timeout(AFTER_A_PANIC)
         .await
         .unwrap();
     assert!(
@@ -156,6 +163,7 @@ async fn a_panic_in_a_maintenance_job_is_reported_and_the_sink_keeps_going() {
                 |v| matches!(v, testing::FieldValue::Str(t) if t.contains("maintenance job failed")),
             ),
         )
+        .timeout(AFTER_A_PANIC)
         .await
         .unwrap();
     assert!(
