@@ -148,27 +148,35 @@ mod tests {
         assert_eq!(Parts::of(before).nanos().unwrap_or(0), 0);
     }
 
+    /// One write a `Hash` impl could make.
+    enum W {
+        I64(i64),
+        U32(u32),
+        U8(u8),
+    }
+
+    fn read(writes: &[W]) -> Option<u64> {
+        let mut parts = Parts::default();
+        for w in writes {
+            match *w {
+                W::I64(n) => parts.write_i64(n),
+                W::U32(n) => parts.write_u32(n),
+                W::U8(n) => parts.write_u8(n),
+            }
+        }
+        parts.nanos()
+    }
+
     #[test]
     fn writes_other_than_one_i64_then_one_u32_are_refused() {
-        let mut wrong_order = Parts::default();
-        wrong_order.write_u32(1);
-        wrong_order.write_i64(2);
-        assert_eq!(wrong_order.nanos(), None);
-        let mut extra = Parts::default();
-        extra.write_i64(2);
-        extra.write_u32(1);
-        extra.write_u8(0);
-        assert_eq!(extra.nanos(), None);
-        let mut missing = Parts::default();
-        missing.write_i64(2);
-        assert_eq!(missing.nanos(), None);
-        let mut out_of_range = Parts::default();
-        out_of_range.write_i64(2);
-        out_of_range.write_u32(1_000_000_000);
-        assert_eq!(out_of_range.nanos(), None);
-        let mut right = Parts::default();
-        right.write_i64(2);
-        right.write_u32(1);
-        assert_eq!(right.nanos(), Some(2_000_000_001));
+        assert_eq!(read(&[W::U32(1), W::I64(2)]), None, "wrong order");
+        assert_eq!(read(&[W::I64(2), W::U32(1), W::U8(0)]), None, "extra");
+        assert_eq!(read(&[W::I64(2)]), None, "missing");
+        assert_eq!(
+            read(&[W::I64(2), W::U32(1_000_000_000)]),
+            None,
+            "out of range"
+        );
+        assert_eq!(read(&[W::I64(2), W::U32(1)]), Some(2_000_000_001));
     }
 }
