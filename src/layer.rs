@@ -17,6 +17,7 @@ use crate::pipe::{self, Patience, Producer, EVENT_HEADER};
 use crate::record::clock;
 use crate::record::compact::{self, FieldWriter};
 use crate::sink::Sink;
+use crate::SinkId;
 
 /// A `tracing_subscriber::Layer` that turns each event into a record (as [`Record`](crate::Record)
 /// describes one, in a compact form) and hands it to one or more sinks.
@@ -168,13 +169,8 @@ impl SinkLayer {
         };
         buf.bytes.clear();
         buf.metas.clear();
-        let mut fields = compact::begin_event(
-            &mut buf.bytes,
-            EVENT_HEADER,
-            clock::now_nanos(),
-            flags,
-            event.metadata(),
-        );
+        let mut fields =
+            compact::begin_event(&mut buf.bytes, EVENT_HEADER, clock::now_nanos(), flags);
         event.record(&mut fields);
         fields.finish();
         buf.metas.push(event.metadata());
@@ -375,40 +371,83 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let mark = pipe::mark();
+        if mark.is_any_worker() {
+            return self.on_worker_event(event, &ctx, mark);
+        }
+        if !self.sinkwatch_events && event.metadata().target() == events::TARGET {
+            return;
+        }
+        // An application's thread (no sink's): every sink takes the event, waiting for
+        // room as long as the layer's bound allows.
+        SCRATCH.with(|scratch| self.deliver_from(event, &ctx, scratch));
+    }
+}
+
+impl SinkLayer {
+    /// [`deliver`](Self::deliver) on an application's thread, through its scratch buffer.
+    /// A call of its own, so that the thread-local's access inlines into `on_event`
+    /// (measured: 21 instructions an event fewer than the whole in the closure).
+    #[inline(never)]
+    fn deliver_from<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, scratch: &RefCell<Scratch>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        match scratch.try_borrow_mut() {
+            Ok(mut buf) => self.deliver(event, ctx, &mut buf, Patience::Bounded, |_| true),
+            // An event logged while capturing another (a `Debug` impl that logs).
+            Err(_) => self.deliver(
+                event,
+                ctx,
+                &mut Scratch::default(),
+                Patience::Bounded,
+                |_| true,
+            ),
+        }
+    }
+
+    /// Captures the event once and queues it to every sink `accepts`.
+    #[inline]
+    fn deliver<S>(
+        &self,
+        event: &Event<'_>,
+        ctx: &Context<'_, S>,
+        buf: &mut Scratch,
+        patience: Patience,
+        accepts: impl Fn(&SinkId) -> bool,
+    ) where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        self.capture(event, ctx, buf);
+        for producer in &self.producers {
+            if accepts(producer.id()) {
+                // Refused by a closed sink: counted and reported (`writes_refused`) by it.
+                producer.put_event(&buf.bytes, &buf.metas, patience);
+            }
+        }
+    }
+
+    /// [`on_event`](tracing_subscriber::Layer::on_event) on a sink's own threads: the
+    /// events of a sink's own work never go back to that sink, and such a thread never
+    /// waits for room in another sink's queue.
+    #[cold]
+    #[inline(never)]
+    fn on_worker_event<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>, mark: pipe::Mark)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
         if mark.is_reporter() {
             return;
         }
-        let own = event.metadata().target() == events::TARGET;
-        if own && !self.sinkwatch_events {
+        if !self.sinkwatch_events && event.metadata().target() == events::TARGET {
             return;
         }
-        // Events of a sink's own work (on its worker threads) never go back to that sink.
-        // On an application's thread (no sink's), every sink takes the event: no look at
-        // the sinks' ids.
-        let any_worker = mark.is_any_worker();
-        let accepts = |s: &&Arc<dyn Sink>| !any_worker || !mark.is_worker_of(s.id());
-        if !self.sinks.iter().any(|s| accepts(&s)) {
+        let accepts = |id: &SinkId| !mark.is_worker_of(id);
+        if !self.producers.iter().any(|p| accepts(p.id())) {
             return;
         }
-        // A sink's worker never waits for room in another sink's queue.
-        let patience = if any_worker {
-            Patience::None
-        } else {
-            Patience::Bounded
-        };
-        let deliver = |buf: &mut Scratch| {
-            self.capture(event, &ctx, buf);
-            for (sink, producer) in self.sinks.iter().zip(&self.producers) {
-                if accepts(&sink) {
-                    // Refused by a closed sink: counted and reported (`writes_refused`) by it.
-                    producer.put_event(&buf.bytes, &buf.metas, patience);
-                }
-            }
-        };
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut buf) => deliver(&mut buf),
-            // An event logged while capturing another (a `Debug` impl that logs).
-            Err(_) => deliver(&mut Scratch::default()),
+            Ok(mut buf) => self.deliver(event, ctx, &mut buf, Patience::None, accepts),
+            Err(_) => self.deliver(event, ctx, &mut Scratch::default(), Patience::None, accepts),
         });
     }
 }

@@ -40,7 +40,7 @@ pub(crate) use consumer::{Consumer, Recv};
 pub use producer::Producer;
 pub(crate) use state::{Limits, Patience, LAYER_MAX_WAIT};
 pub(crate) use thread::{blocks_a_runtime, report_stall, settled, Progress};
-pub(crate) use thread::{mark, on_any_worker, on_worker_of, spawn_worker};
+pub(crate) use thread::{mark, on_any_worker, on_worker_of, spawn_worker, Mark};
 
 /// How a sink's pipe is set up.
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +95,7 @@ struct Shared {
 }
 
 impl Shared {
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, state::State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

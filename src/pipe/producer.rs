@@ -92,7 +92,31 @@ impl Producer {
         metas: &[&'static Metadata<'static>],
         patience: Patience,
     ) -> bool {
-        self.put(Put::Event(bytes, metas), patience).is_ok()
+        let mut st = self.shared.lock();
+        match st.try_queue_event(bytes, metas) {
+            Some(wake) => {
+                drop(st);
+                if wake {
+                    self.shared.wake_worker.notify_one();
+                }
+                true
+            }
+            None => self.put_event_slowly(st, bytes, metas, patience),
+        }
+    }
+
+    /// [`put_event`](Self::put_event) when the queue is full, closed or shedding.
+    #[cold]
+    #[inline(never)]
+    fn put_event_slowly(
+        &self,
+        st: MutexGuard<'_, State>,
+        bytes: &[u8],
+        metas: &[&'static Metadata<'static>],
+        patience: Patience,
+    ) -> bool {
+        self.put_locked(st, Put::Event(bytes, metas), patience)
+            .is_ok()
     }
 
     /// Queues a preformatted line (no trailing newline); false when the sink is closed.
@@ -109,8 +133,18 @@ impl Producer {
     /// Queues `put`, blocking this thread for room as `patience` and the policy allow.
     #[inline]
     fn put(&self, put: Put<'_>, patience: Patience) -> std::result::Result<(), ()> {
+        self.put_locked(self.shared.lock(), put, patience)
+    }
+
+    /// [`put`](Self::put) with the state locked already.
+    #[inline]
+    fn put_locked(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        put: Put<'_>,
+        patience: Patience,
+    ) -> std::result::Result<(), ()> {
         let mut deadline = None;
-        let mut st = self.shared.lock();
         // The common case, room in the queue, in one step and without the waiting machinery.
         let (put, until) = match st.admit(put, patience, &mut deadline, Instant::now) {
             Admit::Queued { wake } => {

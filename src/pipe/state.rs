@@ -257,6 +257,32 @@ impl State {
         }
     }
 
+    /// [`admit`](Self::admit)'s common case for an event, in fewer steps: queues it if
+    /// the sink is open, not shedding, and has room; returns whether to wake the worker.
+    /// `None`: nothing was done or counted, and `admit` decides.
+    #[allow(clippy::inline_always)] // the layer's hot path: measured, 20 instructions fewer
+    #[inline(always)]
+    pub(crate) fn try_queue_event(
+        &mut self,
+        entry: &[u8],
+        metas: &[&'static tracing::Metadata<'static>],
+    ) -> Option<bool> {
+        if self.life != Life::Open || self.shedding {
+            return None;
+        }
+        let put = Put::Event(entry, metas);
+        let size = put.size();
+        if !self.fits(size) {
+            return None;
+        }
+        let wake = self.pending.is_empty();
+        self.pending.push(put, size);
+        self.used_records += 1;
+        self.used_bytes += size;
+        self.counts.accepted += 1;
+        Some(wake)
+    }
+
     fn fits(&self, size: usize) -> bool {
         self.used_records < self.limits.max_records
             && (self.used_records == 0 || self.used_bytes + size <= self.limits.max_bytes)

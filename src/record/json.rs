@@ -12,8 +12,10 @@ pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// [`write_json_str`] for bytes known to be UTF-8 (they come from a `&str`), so they need
-/// no second validation. Inlined: the workers write every string of every line here.
-#[inline]
+/// no second validation. Inlined: the workers write every string of every line here
+/// (measured: as a call, it cost the Loki worker 60 instructions an entry).
+#[allow(clippy::inline_always)]
+#[inline(always)]
 pub(crate) fn write_json_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     if !needs_escape(bytes) {
         // The common case: one reservation, one copy.
@@ -37,6 +39,7 @@ fn write_quoted_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 /// True if any byte of `bytes` needs an escape in JSON: a control character, `"`, `\\` or
 /// DEL. Eight bytes at a time (SWAR), since most strings need no escape at all; a string of
 /// eight bytes or more ends with one overlapping word instead of a byte loop.
+#[inline]
 fn needs_escape(bytes: &[u8]) -> bool {
     if bytes.len() < 8 {
         return bytes.iter().any(|&b| ESCAPE[usize::from(b)] != 0);

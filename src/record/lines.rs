@@ -13,8 +13,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use tracing::Metadata;
 
 use super::compact::{
-    self, EncodedFields, EncodedSpans, EventRef, BOOL, F64, I128, I64, LOG_TARGET, MESSAGE, STR,
-    U128, U64,
+    self, EncodedFields, EncodedSpans, EventRef, Roles, BOOL, F64, I128, I64, LOG_TARGET, MESSAGE,
+    STR, U128, U64,
 };
 use super::json::{self, write_json_bytes, write_json_str, write_u64, Piece, TimestampCache};
 use super::{RecordRef, ValueRef};
@@ -60,6 +60,11 @@ struct Callsite {
     /// An event's `,"file":"…","line":N` (the parts its metadata has), written when the
     /// layer captured the location.
     location: Box<[u8]>,
+    /// Which of an event's fields are its message and a bridged record's `log.*` fields.
+    roles: Roles,
+    /// The index of the message when it is the only field with a role (most callsites'),
+    /// else `u8::MAX`.
+    lone_message: u8,
 }
 
 /// The name of a field past the callsite's own, as the generic writer names it.
@@ -111,6 +116,8 @@ impl Callsite {
             around_target,
             names,
             location: location.into(),
+            roles: Roles::of(meta),
+            lone_message: Roles::of(meta).lone_message().unwrap_or(u8::MAX),
         }
     }
 
@@ -216,10 +223,10 @@ impl LineCache {
             self.timestamps.write_nanos(out, event.nanos());
         }
         let site = &self.callsites[at];
-        let mut fields = event.raw_fields();
+        let mut fields = event.raw_fields_with(Roles::NONE);
         let log_target = if meta.target() == "log" {
             event
-                .raw_fields()
+                .raw_fields_with(site.roles)
                 .find(|f| f.kind == LOG_TARGET)
                 .filter(|f| std::str::from_utf8(f.value).is_ok())
         } else {
@@ -239,17 +246,15 @@ impl LineCache {
             None if timed => site.head.put(out),
             None => site.untimed_head.put(out),
         }
-        // `tracing`'s macros record the message first: then one pass writes everything.
+        // `tracing`'s macros record the message first, and most callsites have no other
+        // field with a role: then one pass writes everything, with no role to look for.
         let mut peek = fields.clone();
         match peek.next() {
-            Some(first) if first.kind == MESSAGE => {
+            Some(first) if first.index == site.lone_message && first.kind == STR => {
                 write_json_bytes(out, first.value);
                 fields = peek;
             }
-            _ => {
-                let message = event.raw_fields().find(|f| f.kind == MESSAGE);
-                write_json_bytes(out, message.map_or(&[], |f| f.value));
-            }
+            _ => write_message(out, &mut fields, site.roles),
         }
         out.extend_from_slice(b",\"fields\":");
         write_fields(out, site, &mut fields);
@@ -276,6 +281,26 @@ impl LineCache {
         }
         if event.flags() & compact::FLAG_LOCATION != 0 {
             out.extend_from_slice(&self.callsites[at].location);
+        }
+    }
+}
+
+/// Writes the message of an event whose fields have more roles than a leading message (a
+/// bridged `log` record's, or a message recorded late), and gives the fields still to be
+/// written their roles.
+#[inline(never)]
+fn write_message(out: &mut Vec<u8>, fields: &mut EncodedFields<'_>, roles: Roles) {
+    fields.set_roles(roles);
+    let mut peek = fields.clone();
+    match peek.next() {
+        Some(first) if first.kind == MESSAGE => {
+            write_json_bytes(out, first.value);
+            *fields = peek;
+            fields.set_roles(roles.without(first.index));
+        }
+        _ => {
+            let message = fields.clone().find(|f| f.kind == MESSAGE);
+            write_json_bytes(out, message.map_or(&[], |f| f.value));
         }
     }
 }
@@ -385,7 +410,7 @@ mod tests {
             let t = SystemTime::UNIX_EPOCH + Duration::new(1_700_000_000, 5);
             let mut bytes = Vec::new();
             let flags = if self.location { FLAG_LOCATION } else { 0 };
-            let mut w = begin_event(&mut bytes, 0, nanos_of(t), flags, event.metadata());
+            let mut w = begin_event(&mut bytes, 0, nanos_of(t), flags);
             event.record(&mut w);
             w.finish();
             let mut metas = vec![event.metadata()];
@@ -532,6 +557,41 @@ mod tests {
         }));
     }
 
+    /// The caller encodes every field by its value's kind; the readers give the message
+    /// and a bridged record's `log.*` fields their roles by name.
+    #[test]
+    fn fields_get_their_roles_by_name_on_the_reader() {
+        let lines = both(false, || {
+            tracing::info!(a = 1_u64, message = "late", b = 2_u64);
+            // Only text is a message: a number named so stays a field.
+            tracing::info!(message = 5_u64);
+            tracing::info!(a = 1_u64, message = "twice", message = "again");
+            // `log.*` names are bookkeeping only in a bridged record.
+            tracing::info!(log.file = "mine.rs", log.line = 3_u64, "own log fields");
+            let span = tracing::info_span!("s", message = "a span's field");
+            let _s = span.enter();
+            tracing::info!("in the span");
+        });
+        assert_same(&lines);
+        let timed: Vec<&str> = lines.iter().step_by(2).map(|(g, _)| g.as_str()).collect();
+        let tail = |line: &str| line[line.find(r#""message""#).unwrap()..].to_string();
+        assert_eq!(
+            tail(timed[0]),
+            r#""message":"late","fields":{"a":1,"b":2}}"#
+        );
+        assert_eq!(tail(timed[1]), r#""message":"","fields":{"message":5}}"#);
+        assert_eq!(tail(timed[2]), r#""message":"twice","fields":{"a":1}}"#);
+        assert_eq!(
+            tail(timed[3]),
+            r#""message":"own log fields","fields":{"log.file":"mine.rs","log.line":3}}"#
+        );
+        assert!(
+            timed[4].contains(r#""spans":[{"name":"s","fields":{"message":"a span's field"}}]"#),
+            "{}",
+            timed[4]
+        );
+    }
+
     #[test]
     fn a_bridged_log_record_writes_its_own_target() {
         use tracing_log::log;
@@ -545,6 +605,12 @@ mod tests {
         });
         assert_same(&lines);
         assert!(lines[0].1.contains(r#""target":"legacy::module""#));
+        // Its bookkeeping (`log.module_path`, `log.file`, `log.line`) is not a field.
+        assert!(
+            lines[0].1.ends_with(r#""message":"from log","fields":{}}"#),
+            "{}",
+            lines[0].1
+        );
     }
 
     #[test]
