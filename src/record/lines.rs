@@ -110,14 +110,15 @@ impl Callsite {
         // The timed head starts by closing the timestamp's string (`",`).
         let mut untimed_head = vec![b'{'];
         untimed_head.extend_from_slice(head.get(2..).unwrap_or_default());
+        let roles = Roles::of(meta);
         Callsite {
             untimed_head: Piece::new(if meta.is_span() { &head } else { &untimed_head }),
             head: Piece::new(&head),
             around_target,
             names,
             location: location.into(),
-            roles: Roles::of(meta),
-            lone_message: Roles::of(meta).lone_message().unwrap_or(u8::MAX),
+            roles,
+            lone_message: roles.lone_message().unwrap_or(u8::MAX),
         }
     }
 
